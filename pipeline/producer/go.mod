@@ -1,0 +1,16 @@
+module github.com/couponpipeline/producer
+
+go 1.26.0
+
+require (
+	github.com/klauspost/compress v1.20.4
+	github.com/robfig/cron/v3 v3.0.1
+	github.com/twmb/franz-go v1.22.3
+	github.com/twmb/franz-go/pkg/kadm v1.20.0
+	github.com/twmb/franz-go/plugin/kslog v1.0.0
+)
+
+require (
+	github.com/pierrec/lz4/v4 v4.1.33 // indirect
+	github.com/twmb/franz-go/pkg/kmsg v1.15.1 // indirect
+)
