@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/plugin/kslog"
 )
 
@@ -156,14 +157,17 @@ func (p *Publisher) EnsureTopic(ctx context.Context, topic string) error {
 }
 
 // waitLeaders polls metadata until every partition of topic has a leader, so
-// that the first records are not failed as produced to an unknown topic.
+// that the first records are not failed as produced to an unknown topic. It
+// asks the brokers directly: kadm answers from a cache that still holds the
+// topic as unknown for a few seconds.
 func (p *Publisher) waitLeaders(ctx context.Context, topic string) error {
-	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		details, err := p.adm.ListTopics(ctx, topic)
-		if err == nil {
-			if d, ok := details[topic]; ok && d.Err == nil && len(d.Partitions) > 0 && allLed(d) {
-				return nil
-			}
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		if resp, err := req.RequestWith(ctx, p.client); err == nil && allLed(resp) {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -173,9 +177,12 @@ func (p *Publisher) waitLeaders(ctx context.Context, topic string) error {
 	}
 }
 
-func allLed(d kadm.TopicDetail) bool {
-	for _, pd := range d.Partitions {
-		if pd.Err != nil || pd.Leader < 0 {
+func allLed(resp *kmsg.MetadataResponse) bool {
+	if len(resp.Topics) != 1 || resp.Topics[0].ErrorCode != 0 || len(resp.Topics[0].Partitions) == 0 {
+		return false
+	}
+	for _, pd := range resp.Topics[0].Partitions {
+		if pd.ErrorCode != 0 || pd.Leader < 0 {
 			return false
 		}
 	}
