@@ -1,0 +1,323 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// binary is the producer built once for the tests that run it as users do.
+var binary string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "coupon-producer-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "coupon-producer")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// runBinary runs the producer with args and exactly the environment env
+// (plus PATH), so that no variable of the test's own environment leaks in.
+func runBinary(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return result{cmd.ProcessState.ExitCode(), out.String(), errb.String()}
+}
+
+// TestGoldenDryRun runs the binary in --dry-run over each fixture and
+// compares stdout with its golden file (go test -run Golden -update rewrites
+// them). The fixtures hold CRLF, tabs, NUL, non-ASCII bytes, runs longer
+// than a code, a 18 kB line and several gzip members, one of them empty.
+func TestGoldenDryRun(t *testing.T) {
+	fixtures, err := filepath.Glob("testdata/e2e/*.gz")
+	if err != nil || len(fixtures) == 0 {
+		t.Fatalf("no fixtures: %v", err)
+	}
+	for _, f := range fixtures {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			r := runBinary(t, nil, "--dry-run", "--log-format", "json", f)
+			if r.code != 0 {
+				t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+			}
+			golden := strings.TrimSuffix(f, ".gz") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(r.stdout), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.stdout != string(want) {
+				t.Fatalf("stdout differs from %s:\n got: %q\nwant: %q", golden, r.stdout, want)
+			}
+			if !strings.Contains(r.stderr, `"msg":"file done"`) {
+				t.Fatalf("no summary line on stderr:\n%s", r.stderr)
+			}
+		})
+	}
+}
+
+func TestDryRunSeveralFilesInOrder(t *testing.T) {
+	a := writeGzip(t, "a.gz", "AAAAAAAA\nAAAAAAA2\n")
+	b := writeGzip(t, "b.gz", "BBBBBBBB\n")
+	r := runBinary(t, nil, "--dry-run", a, b, a)
+	if r.code != 0 || r.stdout != "AAAAAAAA\nAAAAAAA2\nBBBBBBBB\nAAAAAAAA\nAAAAAAA2\n" {
+		t.Fatalf("exit %d, stdout %q", r.code, r.stdout)
+	}
+}
+
+func writeGzip(t *testing.T, name, content string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write([]byte(content))
+	zw.Close()
+	return writeRaw(t, name, buf.Bytes())
+}
+
+func writeRaw(t *testing.T, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestBadInputExits3(t *testing.T) {
+	good, err := os.ReadFile("testdata/e2e/plain.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	badCRC := bytes.Clone(good)
+	badCRC[len(badCRC)-6] ^= 0x55
+	for name, path := range map[string]string{
+		"truncated":  writeRaw(t, "truncated.gz", good[:len(good)-20]),
+		"bad crc":    writeRaw(t, "badcrc.gz", badCRC),
+		"not gzip":   writeRaw(t, "plain.gz", []byte("AAAAAAAA\n")),
+		"zero bytes": writeRaw(t, "zero.gz", nil),
+		"missing":    filepath.Join(t.TempDir(), "missing.gz"),
+		"directory":  t.TempDir(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := runBinary(t, nil, "--dry-run", path)
+			if r.code != 3 {
+				t.Fatalf("exit %d, want 3; stderr:\n%s", r.code, r.stderr)
+			}
+			if !strings.Contains(r.stderr, path) {
+				t.Fatalf("stderr does not name %s:\n%s", path, r.stderr)
+			}
+		})
+	}
+}
+
+func TestHighestExitCodeWins(t *testing.T) {
+	good := writeGzip(t, "good.gz", "GOODCODE\n")
+	missing := filepath.Join(t.TempDir(), "missing.gz")
+	r := runBinary(t, nil, "--dry-run", missing, good)
+	if r.code != 3 {
+		t.Fatalf("exit %d, want 3", r.code)
+	}
+	// The good file after the bad one is still published.
+	if r.stdout != "GOODCODE\n" {
+		t.Fatalf("stdout %q: the good file was not processed", r.stdout)
+	}
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	f := writeGzip(t, "f.gz", "AAAAAAAA\n")
+	badName := writeGzip(t, "bad name.gz", "AAAAAAAA\n")
+	for name, tc := range map[string]struct {
+		env  []string
+		args []string
+		want string
+	}{
+		"no file":              {nil, []string{"--dry-run"}, "no FILE"},
+		"unknown flag":         {nil, []string{"--nope", f}, "nope"},
+		"illegal topic":        {nil, []string{"--topic", "a/b", f}, `"a/b"`},
+		"dot topic":            {nil, []string{"--topic", "..", f}, `".."`},
+		"topic too long":       {nil, []string{"--topic", strings.Repeat("x", 250), f}, "249"},
+		"file name not topic":  {nil, []string{badName}, "bad name.gz"},
+		"topic with two files": {nil, []string{"--topic", "t", f, f}, "exactly one FILE"},
+		"bad env value":        {[]string{"KAFKA_PARTITIONS=many"}, []string{f}, "KAFKA_PARTITIONS"},
+		"bad compression":      {nil, []string{"--compression", "brotli", f}, "brotli"},
+		"bad schedule":         {nil, []string{"--schedule", "every day", "--dry-run", f}, "every day"},
+		"bad broker":           {[]string{"KAFKA_BROKERS=kafka"}, []string{f}, `"kafka"`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := runBinary(t, tc.env, tc.args...)
+			if r.code != 2 {
+				t.Fatalf("exit %d, want 2; stderr:\n%s", r.code, r.stderr)
+			}
+			if !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("stderr does not quote %s:\n%s", tc.want, r.stderr)
+			}
+			if r.stdout != "" {
+				t.Fatalf("stdout %q, want nothing", r.stdout)
+			}
+		})
+	}
+}
+
+func TestHelpNamesEveryEnvVar(t *testing.T) {
+	r := runBinary(t, nil, "--help")
+	if r.code != 0 {
+		t.Fatalf("exit %d", r.code)
+	}
+	for _, want := range []string{"--brokers", "KAFKA_BROKERS", `default "localhost:9092"`, "--dry-run", "DRY_RUN",
+		"--schedule", "SCHEDULE", "--partitions", "KAFKA_PARTITIONS", `default "6"`, "COUPON_FILES", "Exit codes"} {
+		if !strings.Contains(r.stderr+r.stdout, want) {
+			t.Errorf("--help does not mention %s", want)
+		}
+	}
+	if v := runBinary(t, nil, "--version"); v.code != 0 || !strings.HasPrefix(v.stdout, "coupon-producer ") {
+		t.Fatalf("--version: exit %d, %q", v.code, v.stdout)
+	}
+}
+
+// TestEnvOnlyAsContainer runs the binary the way the container does: config
+// from the environment only, a read-only data directory, and, when the tests
+// run as root, as the unprivileged user 65532 through setpriv.
+func TestEnvOnlyAsContainer(t *testing.T) {
+	dir := t.TempDir()
+	for i, content := range []string{"FILEONE1\n", "FILETWO2\n"} {
+		name := filepath.Join(dir, fmt.Sprintf("couponbase%d.gz", i+1))
+		data, _ := os.ReadFile(writeGzip(t, "x.gz", content))
+		if err := os.WriteFile(name, data, 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(dir, 0o755) })
+	env := []string{
+		"COUPON_FILES=" + filepath.Join(dir, "couponbase1.gz") + "," + filepath.Join(dir, "couponbase2.gz"),
+		"DRY_RUN=true", "LOG_FORMAT=json",
+	}
+	args := []string{}
+	bin := binary
+	if os.Geteuid() == 0 {
+		setpriv, err := exec.LookPath("setpriv")
+		if err != nil {
+			t.Skip("setpriv not found: cannot drop root as the container does")
+		}
+		// The binary must be reachable by the unprivileged user.
+		for d := filepath.Dir(binary); d != "/"; d = filepath.Dir(d) {
+			os.Chmod(d, 0o755)
+		}
+		for d := dir; d != "/"; d = filepath.Dir(d) {
+			if st, err := os.Stat(d); err == nil && st.Mode().Perm()&0o005 != 0o005 {
+				os.Chmod(d, st.Mode().Perm()|0o005)
+			}
+		}
+		bin = setpriv
+		args = []string{"--reuid=65532", "--regid=65532", "--clear-groups", binary}
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		t.Fatalf("%v; stderr:\n%s", err, errb.String())
+	}
+	if out.String() != "FILEONE1\nFILETWO2\n" {
+		t.Fatalf("stdout %q", out.String())
+	}
+	if !strings.Contains(errb.String(), `"topic":"couponbase2.gz"`) {
+		t.Fatalf("want JSON logs naming the topic, got:\n%s", errb.String())
+	}
+}
+
+// TestScheduleDryRun runs the scheduler with a short @every: each run prints
+// the file's codes again, and SIGTERM while idle ends it with exit 0.
+func TestScheduleDryRun(t *testing.T) {
+	f := writeGzip(t, "couponbase1.gz", "SCHEDULE1\nSCHEDULE2\n")
+	cmd := exec.Command(binary, "--schedule", "@every 1s", "--dry-run", "--log-format", "json", f)
+	cmd.Env = []string{}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	deadline := time.After(30 * time.Second)
+	var got []string
+	for len(got) < 4 {
+		select {
+		case l := <-lines:
+			got = append(got, l)
+		case <-deadline:
+			cmd.Process.Kill()
+			t.Fatalf("after 30s only %q; stderr:\n%s", got, errb.String())
+		}
+	}
+	if strings.Join(got, ",") != "SCHEDULE1,SCHEDULE2,SCHEDULE1,SCHEDULE2" {
+		t.Fatalf("two runs printed %q", got)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for range lines {
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("after SIGTERM: %v; stderr:\n%s", err, errb.String())
+	}
+	if !strings.Contains(errb.String(), `"msg":"next run"`) {
+		t.Fatalf("the next run time is not logged:\n%s", errb.String())
+	}
+}
