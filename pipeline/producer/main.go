@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/couponpipeline/producer/internal/config"
+	"github.com/couponpipeline/producer/internal/metrics"
 	"github.com/couponpipeline/producer/internal/publish"
 	"github.com/couponpipeline/producer/internal/run"
 	"github.com/couponpipeline/producer/internal/schedule"
@@ -69,7 +70,19 @@ func realMain(args []string, getenv func(string) string, stdout, stderr io.Write
 		}
 	}()
 
-	job := func(ctx context.Context) error { return runFiles(ctx, cfg, stdout, log) }
+	m := metrics.New()
+	if cfg.MetricsAddr != "" {
+		if err := m.Serve(ctx, cfg.MetricsAddr, log); err != nil {
+			err = fmt.Errorf("%w: --metrics-addr %q: %v", config.ErrUsage, cfg.MetricsAddr, err)
+			log.Error("cannot serve metrics", "err", err)
+			return err
+		}
+	}
+	job := func(ctx context.Context) error {
+		m.Running.Set(1)
+		defer m.Running.Set(0)
+		return runFiles(ctx, cfg, stdout, log, m)
+	}
 	if cfg.Schedule == "" {
 		return job(ctx)
 	}
@@ -86,7 +99,7 @@ func realMain(args []string, getenv func(string) string, stdout, stderr io.Write
 
 // runFiles publishes each file to its topic, one after the other. A file's
 // failure does not stop the others; the errors of all files are joined.
-func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *slog.Logger) error {
+func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *slog.Logger, m *metrics.Metrics) error {
 	var target run.Target = run.Lines{W: stdout}
 	if !cfg.DryRun {
 		p, err := newPublisher(cfg, log)
@@ -96,7 +109,7 @@ func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *sl
 		defer p.Close()
 		target = run.Kafka{P: p}
 	}
-	opts := run.Options{ShutdownTimeout: cfg.ShutdownTimeout, ProgressInterval: cfg.ProgressInterval, Logger: log}
+	opts := run.Options{ShutdownTimeout: cfg.ShutdownTimeout, ProgressInterval: cfg.ProgressInterval, Logger: log, Metrics: m}
 	var errs []error
 	for _, f := range cfg.Files {
 		if ctx.Err() != nil {

@@ -5,13 +5,17 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -276,13 +280,14 @@ func TestEnvOnlyAsContainer(t *testing.T) {
 // the file's codes again, and SIGTERM while idle ends it with exit 0.
 func TestScheduleDryRun(t *testing.T) {
 	f := writeGzip(t, "couponbase1.gz", "SCHEDULE1\nSCHEDULE2\n")
-	cmd := exec.Command(binary, "--schedule", "@every 1s", "--dry-run", "--log-format", "json", f)
+	cmd := exec.Command(binary, "--schedule", "@every 1s", "--dry-run", "--log-format", "json",
+		"--metrics-addr", "127.0.0.1:0", f)
 	cmd.Env = []string{}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var errb bytes.Buffer
+	var errb syncBuffer
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -309,6 +314,7 @@ func TestScheduleDryRun(t *testing.T) {
 	if strings.Join(got, ",") != "SCHEDULE1,SCHEDULE2,SCHEDULE1,SCHEDULE2" {
 		t.Fatalf("two runs printed %q", got)
 	}
+	checkMetrics(t, errb.String())
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -320,4 +326,54 @@ func TestScheduleDryRun(t *testing.T) {
 	if !strings.Contains(errb.String(), `"msg":"next run"`) {
 		t.Fatalf("the next run time is not logged:\n%s", errb.String())
 	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// checkMetrics reads the metrics address from the log and checks that
+// /metrics counts the codes of the runs so far and /healthz answers.
+func checkMetrics(t *testing.T, log string) {
+	t.Helper()
+	addr := ""
+	for _, line := range strings.Split(log, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "serving metrics" {
+			addr, _ = m["addr"].(string)
+		}
+	}
+	if addr == "" {
+		t.Fatalf("no metrics address logged:\n%s", log)
+	}
+	body := httpGet(t, "http://"+addr+"/metrics")
+	if !strings.Contains(body, `coupon_producer_files_total{result="ok",topic="couponbase1.gz"}`) ||
+		!strings.Contains(body, `coupon_producer_codes_delivered_total{topic="couponbase1.gz"}`) {
+		t.Fatalf("/metrics lacks the producer's counters:\n%s", body)
+	}
+	if got := httpGet(t, "http://"+addr+"/healthz"); got != "ok\n" {
+		t.Fatalf("/healthz = %q", got)
+	}
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
 }

@@ -12,7 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/couponpipeline/producer/internal/extract"
+	"github.com/couponpipeline/producer/internal/metrics"
 	"github.com/couponpipeline/producer/internal/publish"
 	"github.com/couponpipeline/producer/internal/source"
 )
@@ -35,6 +38,7 @@ type Options struct {
 	ShutdownTimeout  time.Duration // flush time left after ctx ends
 	ProgressInterval time.Duration // 0: no progress logs
 	Logger           *slog.Logger
+	Metrics          *metrics.Metrics // nil: none
 }
 
 // Summary is the accounting of one file.
@@ -73,6 +77,54 @@ const (
 // delivery error (wrapping publish.ErrUndelivered), so the caller can map
 // each to its exit code.
 func File(ctx context.Context, path, topic string, target Target, opts Options) (Summary, error) {
+	var read chunkCounter
+	if m := opts.Metrics; m != nil {
+		read.codes, read.bytes = m.CodesRead.WithLabelValues(topic), m.CompressedBytes.WithLabelValues(topic)
+	}
+	sum, err := file(ctx, path, topic, target, opts, &read)
+	if m := opts.Metrics; m != nil {
+		m.CodesDelivered.WithLabelValues(topic).Add(float64(sum.Delivered))
+		m.CodesFailed.WithLabelValues(topic).Add(float64(sum.Failed))
+		m.FileDuration.WithLabelValues(topic).Observe(sum.Duration.Seconds())
+		m.Files.WithLabelValues(topic, result(ctx, err)).Inc()
+		if err == nil {
+			m.LastSuccess.WithLabelValues(topic).SetToCurrentTime()
+		}
+	}
+	return sum, err
+}
+
+// result is the files_total label of a file's outcome.
+func result(ctx context.Context, err error) string {
+	var input *source.InputError
+	switch {
+	case err == nil:
+		return "ok"
+	case ctx.Err() != nil:
+		return "interrupted"
+	case errors.As(err, &input):
+		return "input_error"
+	default:
+		return "kafka_error"
+	}
+}
+
+// chunkCounter feeds the read counters once per chunk, not once per code.
+type chunkCounter struct {
+	codes, bytes     prometheus.Counter
+	lastCodes, lastB int64
+}
+
+func (c *chunkCounter) update(codes, compressed int64) {
+	if c.codes == nil {
+		return
+	}
+	c.codes.Add(float64(codes - c.lastCodes))
+	c.bytes.Add(float64(compressed - c.lastB))
+	c.lastCodes, c.lastB = codes, compressed
+}
+
+func file(ctx context.Context, path, topic string, target Target, opts Options, read *chunkCounter) (Summary, error) {
 	start := time.Now()
 	log := opts.Logger.With("file", path, "topic", topic)
 	sum := Summary{File: path, Topic: topic}
@@ -97,11 +149,13 @@ func File(ctx context.Context, path, topic string, target Target, opts Options) 
 	readErr := source.Pump(ctx, src, chunkSize, chunkDepth, func(p []byte) error {
 		_, err := ex.Write(p)
 		codes.Store(ex.Stats().Codes)
+		read.update(ex.Stats().Codes, src.CompressedRead())
 		return err
 	})
 	if readErr == nil {
 		readErr = ex.Close()
 	}
+	read.update(ex.Stats().Codes, src.CompressedRead())
 	stopProgress()
 	if ctx.Err() != nil && errors.Is(readErr, ctx.Err()) {
 		readErr = context.Cause(ctx)
