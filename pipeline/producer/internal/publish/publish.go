@@ -41,6 +41,33 @@ type Config struct {
 	Logger            *slog.Logger
 }
 
+// clientLogger is the logger franz-go logs through: its informational lines
+// (metadata updates, flushing) are noise next to the producer's own, so they
+// show only when the producer's logger is at debug level.
+func clientLogger(l *slog.Logger) *slog.Logger {
+	if l.Enabled(context.Background(), slog.LevelDebug) {
+		return l
+	}
+	return slog.New(minLevel{l.Handler(), slog.LevelWarn})
+}
+
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.min}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.min}
+}
+
 // Codecs maps the --compression names to franz-go codecs.
 var Codecs = map[string]kgo.CompressionCodec{
 	"none":   kgo.NoCompression(),
@@ -79,7 +106,7 @@ func New(cfg Config) (*Publisher, error) {
 		kgo.MaxBufferedRecords(cfg.MaxBuffered),
 		// murmur2 of the key: the Java client's default partitioner.
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		kgo.WithLogger(kslog.New(cfg.Logger)),
+		kgo.WithLogger(kslog.New(clientLogger(cfg.Logger))),
 	}
 	if cfg.DeliveryTimeout > 0 {
 		opts = append(opts, kgo.RecordDeliveryTimeout(cfg.DeliveryTimeout))
