@@ -15,6 +15,9 @@ if [[ -z "${COUPON_TEST_BROKERS:-}" ]]; then
     fi
     if brokers=$("$kafka" start | tail -n 1); then
       export COUPON_TEST_BROKERS="$brokers"
+      # The broker is ours: the restart test may stop and start it.
+      COUPON_TEST_KAFKA_LOCAL="$(pwd)/$kafka"
+      export COUPON_TEST_KAFKA_LOCAL
     elif [[ "${CI:-}" == "true" ]]; then
       echo "test: the local Kafka broker did not start" >&2
       exit 1

@@ -283,3 +283,72 @@ func TestKafkaSIGTERM(t *testing.T) {
 		t.Fatalf("topic holds %d records; the summary says %d delivered, %d failed", n, delivered, failed)
 	}
 }
+
+// TestKafkaBrokerRestart restarts the broker while a file is being
+// published: the producer rides out the outage (retries within
+// --delivery-timeout), exits 0, and the topic holds every code exactly once
+// (the idempotent producer's sequence numbers survive the restart).
+// It needs control of the broker: scripts/test.sh sets
+// COUPON_TEST_KAFKA_LOCAL to the kafka-local script when it runs the broker.
+func TestKafkaBrokerRestart(t *testing.T) {
+	brokers := testBrokers(t)
+	ctl := os.Getenv("COUPON_TEST_KAFKA_LOCAL")
+	if ctl == "" {
+		t.Skip("COUPON_TEST_KAFKA_LOCAL is not set: the broker is not ours to restart")
+	}
+	const lines = 3_000_000
+	file := generate(t, lines, 11)
+	topic := uniqueTopic("it-restart")
+	cmd := exec.Command(binary, "--topic", topic, "--progress-interval", "300ms", file)
+	cmd.Env = []string{"KAFKA_BROKERS=" + brokers, "LOG_FORMAT=json"}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	sc := bufio.NewScanner(stderr)
+	restarted := make(chan error, 1)
+	for sc.Scan() {
+		log.Write(sc.Bytes())
+		log.WriteByte('\n')
+		if strings.Contains(sc.Text(), `"msg":"progress"`) && restarted != nil {
+			go func(done chan error) {
+				out, err := exec.Command(ctl, "stop").CombinedOutput()
+				if err == nil {
+					out, err = exec.Command(ctl, "start").CombinedOutput()
+				}
+				if err != nil {
+					err = fmt.Errorf("%v: %s", err, out)
+				}
+				done <- err
+			}(restarted)
+			defer func(done chan error) {
+				if err := <-done; err != nil {
+					t.Fatalf("restart the broker: %v", err)
+				}
+			}(restarted)
+			restarted = nil
+		}
+	}
+	cmd.Wait()
+	if restarted != nil {
+		t.Fatalf("the run ended before the restart:\n%s", log.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit %d after a broker restart, want 0; stderr:\n%s", code, log.String())
+	}
+	s := summary(t, log.String())
+	if s["delivered"] != float64(lines) || s["failed"] != float64(0) {
+		t.Fatalf("summary %v", s)
+	}
+	// The client's warnings show the outage happened while producing.
+	if !strings.Contains(log.String(), `"level":"WARN"`) {
+		t.Fatalf("no client warning: the broker was not down during the run:\n%s", log.String())
+	}
+	if n := len(readTopic(t, brokers, topic)); n != lines {
+		t.Fatalf("topic holds %d records after the restart, want exactly %d", n, lines)
+	}
+}
