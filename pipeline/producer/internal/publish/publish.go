@@ -229,6 +229,10 @@ func (p *Publisher) PartitionCount(ctx context.Context, topic string) (int, erro
 	return len(d.Partitions), d.Err
 }
 
+// Client returns the publisher's franz-go client, for producers that build
+// their own requests (package batch). It is configured with acks=all.
+func (p *Publisher) Client() *kgo.Client { return p.client }
+
 // Close flushes nothing: call Stream.Finish first. Records still buffered
 // are failed, and their promises run before Close returns.
 func (p *Publisher) Close() { p.client.Close() }
