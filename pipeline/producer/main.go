@@ -17,6 +17,7 @@ import (
 	"github.com/couponpipeline/producer/internal/config"
 	"github.com/couponpipeline/producer/internal/metrics"
 	"github.com/couponpipeline/producer/internal/publish"
+	"github.com/couponpipeline/producer/internal/publish/batch"
 	"github.com/couponpipeline/producer/internal/run"
 	"github.com/couponpipeline/producer/internal/schedule"
 	"github.com/couponpipeline/producer/internal/source"
@@ -107,7 +108,18 @@ func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *sl
 			return fmt.Errorf("%w: %v", config.ErrUsage, err)
 		}
 		defer p.Close()
-		target = run.Kafka{P: p}
+		k := run.Kafka{P: p}
+		if cfg.Engine == "batch" {
+			k.Batch = &batch.Options{
+				Compression:      cfg.Compression,
+				Linger:           cfg.Linger,
+				BatchMaxBytes:    int32(cfg.BatchMaxBytes),
+				MaxBufferedBytes: cfg.MaxBufferedBytes,
+				DeliveryTimeout:  cfg.DeliveryTimeout,
+				Logger:           log,
+			}
+		}
+		target = k
 	}
 	opts := run.Options{ShutdownTimeout: cfg.ShutdownTimeout, ProgressInterval: cfg.ProgressInterval, Logger: log, Metrics: m}
 	var errs []error

@@ -33,6 +33,8 @@ type Config struct {
 	Linger            time.Duration
 	BatchMaxBytes     int
 	MaxBuffered       int
+	MaxBufferedBytes  int
+	Engine            string // batch or kgo
 	ConnectTimeout    time.Duration
 	DeliveryTimeout   time.Duration
 
@@ -86,6 +88,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 		Linger:            10 * time.Millisecond,
 		BatchMaxBytes:     1 << 20,
 		MaxBuffered:       100_000,
+		MaxBufferedBytes:  16 << 20,
+		Engine:            "batch",
 		ConnectTimeout:    30 * time.Second,
 		DeliveryTimeout:   2 * time.Minute,
 		ShutdownTimeout:   10 * time.Second,
@@ -109,7 +113,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	add("compression", "KAFKA_COMPRESSION", "batch compression: none, gzip, snappy, lz4 or zstd", (*stringValue)(&c.Compression))
 	add("linger", "KAFKA_LINGER", "how long a partition's batch waits for more records", (*durationValue)(&c.Linger))
 	add("batch-max-bytes", "KAFKA_BATCH_MAX_BYTES", "largest record batch, in bytes (at most the topic's max.message.bytes)", (*intValue)(&c.BatchMaxBytes))
-	add("max-buffered-records", "KAFKA_MAX_BUFFERED_RECORDS", "records buffered or in flight before reading waits", (*intValue)(&c.MaxBuffered))
+	add("engine", "PRODUCER_ENGINE", "how records are produced: batch (record batches encoded by the producer) or kgo (franz-go's record-at-a-time producer)", (*stringValue)(&c.Engine))
+	add("max-buffered-bytes", "KAFKA_MAX_BUFFERED_BYTES", "engine batch: bytes of record batches buffered or in flight before reading waits", (*intValue)(&c.MaxBufferedBytes))
+	add("max-buffered-records", "KAFKA_MAX_BUFFERED_RECORDS", "engine kgo: records buffered or in flight before reading waits", (*intValue)(&c.MaxBuffered))
 	add("client-id", "KAFKA_CLIENT_ID", "Kafka client.id", (*stringValue)(&c.ClientID))
 	add("connect-timeout", "KAFKA_CONNECT_TIMEOUT", "how long to wait for the brokers to answer before giving up", (*durationValue)(&c.ConnectTimeout))
 	add("delivery-timeout", "KAFKA_DELIVERY_TIMEOUT", "how long a record may be retried before it counts as failed (like delivery.timeout.ms)", (*durationValue)(&c.DeliveryTimeout))
@@ -220,8 +226,16 @@ func (c *Config) Validate() error {
 	if c.Linger < 0 || c.Linger > time.Minute {
 		return fmt.Errorf("--linger %s is not between 0 and 1m", c.Linger)
 	}
-	if c.BatchMaxBytes < 1<<10 || c.BatchMaxBytes > 1<<30 {
-		return fmt.Errorf("--batch-max-bytes %d is not between %d and %d", c.BatchMaxBytes, 1<<10, 1<<30)
+	if c.BatchMaxBytes < 1<<10 || c.BatchMaxBytes > 64<<20 {
+		return fmt.Errorf("--batch-max-bytes %d is not between %d and %d", c.BatchMaxBytes, 1<<10, 64<<20)
+	}
+	switch c.Engine {
+	case "batch", "kgo":
+	default:
+		return fmt.Errorf("--engine %q is neither batch nor kgo", c.Engine)
+	}
+	if c.MaxBufferedBytes < c.BatchMaxBytes {
+		return fmt.Errorf("--max-buffered-bytes %d is less than one batch of --batch-max-bytes %d", c.MaxBufferedBytes, c.BatchMaxBytes)
 	}
 	if c.MaxBuffered < 1 {
 		return fmt.Errorf("--max-buffered-records %d is less than 1", c.MaxBuffered)

@@ -17,6 +17,7 @@ import (
 	"github.com/couponpipeline/producer/internal/extract"
 	"github.com/couponpipeline/producer/internal/metrics"
 	"github.com/couponpipeline/producer/internal/publish"
+	"github.com/couponpipeline/producer/internal/publish/batch"
 	"github.com/couponpipeline/producer/internal/source"
 )
 
@@ -232,14 +233,26 @@ func startProgress(log *slog.Logger, every time.Duration, src *source.File, code
 }
 
 // Kafka is the Target that publishes to Kafka topics, creating them first.
-type Kafka struct{ P *publish.Publisher }
+type Kafka struct {
+	P *publish.Publisher
+	// Batch, when set, selects the producer that encodes record batches
+	// itself (package batch); nil selects franz-go's record-at-a-time one.
+	Batch *batch.Options
+}
 
 // Open ensures the topic exists and starts a stream to it.
 func (k Kafka) Open(ctx context.Context, topic string) (Sink, error) {
 	if err := k.P.EnsureTopic(ctx, topic); err != nil {
 		return nil, err
 	}
-	return k.P.Stream(ctx, topic), nil
+	if k.Batch == nil {
+		return k.P.Stream(ctx, topic), nil
+	}
+	s, err := batch.New(ctx, k.P.Client(), topic, *k.Batch)
+	if err != nil {
+		return nil, fmt.Errorf("start producing to %s: %w", topic, err)
+	}
+	return s, nil
 }
 
 // Lines is the dry-run Target: it writes each code and a newline to W.
