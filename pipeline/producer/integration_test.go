@@ -110,6 +110,29 @@ func readTopic(t *testing.T, brokers, topic string) []*kgo.Record {
 	return recs
 }
 
+// topicCount is the number of records in topic: the sum over partitions of
+// end minus start offsets (the idempotent producer writes no control
+// records, so every offset is a record).
+func topicCount(t *testing.T, brokers, topic string) int64 {
+	t.Helper()
+	adm := newAdmin(t, brokers)
+	ctx := context.Background()
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) {
+		s, _ := starts.Lookup(topic, o.Partition)
+		n += o.Offset - s.Offset
+	})
+	return n
+}
+
 func newAdmin(t *testing.T, brokers string) *kadm.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...))
@@ -247,43 +270,25 @@ func TestKafkaUnreachableBroker(t *testing.T) {
 // delivered is in the topic.
 func TestKafkaSIGTERM(t *testing.T) {
 	brokers := testBrokers(t)
-	file := generate(t, 5_000_000, 7)
+	file := generate(t, 8_000_000, 7)
 	topic := uniqueTopic("it-sigterm")
-	cmd := exec.Command(binary, "--topic", topic, "--progress-interval", "200ms", file)
-	cmd.Env = []string{"KAFKA_BROKERS=" + brokers, "LOG_FORMAT=json"}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var log bytes.Buffer
-	sc := bufio.NewScanner(stderr)
-	signaled := false
-	for sc.Scan() {
-		log.Write(sc.Bytes())
-		log.WriteByte('\n')
-		if !signaled && strings.Contains(sc.Text(), `"msg":"progress"`) {
-			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			signaled = true
+	log, code, hit := publishWatching(t, brokers, topic, file, func(cmd *exec.Cmd) {
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Error(err)
 		}
+	})
+	if !hit {
+		t.Fatalf("the run ended before any progress line:\n%s", log)
 	}
-	err = cmd.Wait()
-	if !signaled {
-		t.Fatalf("the run ended before any progress line: %v\n%s", err, log.String())
+	if code != 143 {
+		t.Fatalf("exit %d, want 143; stderr:\n%s", code, log)
 	}
-	if code := cmd.ProcessState.ExitCode(); code != 143 {
-		t.Fatalf("exit %d, want 143; stderr:\n%s", code, log.String())
-	}
-	s := summary(t, log.String())
+	s := summary(t, log)
 	delivered, failed, codes := int64(s["delivered"].(float64)), int64(s["failed"].(float64)), int64(s["codes"].(float64))
-	if codes >= 5_000_000 || codes == 0 {
+	if codes >= 8_000_000 || codes == 0 {
 		t.Fatalf("codes %d: the run was not stopped midway", codes)
 	}
-	n := int64(len(readTopic(t, brokers, topic)))
+	n := topicCount(t, brokers, topic)
 	// Acknowledged codes are in the topic; a code not acknowledged in time
 	// may or may not have been written, and is reported as failed.
 	if n < delivered || n > delivered+failed {
@@ -303,10 +308,51 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	if ctl == "" {
 		t.Skip("COUPON_TEST_KAFKA_LOCAL is not set: the broker is not ours to restart")
 	}
-	const lines = 3_000_000
+	const lines = 10_000_000
 	file := generate(t, lines, 11)
 	topic := uniqueTopic("it-restart")
-	cmd := exec.Command(binary, "--topic", topic, "--progress-interval", "300ms", file)
+	var restarted chan error
+	log, code, hit := publishWatching(t, brokers, topic, file, func(*exec.Cmd) {
+		restarted = make(chan error, 1)
+		go func() {
+			out, err := exec.Command(ctl, "stop").CombinedOutput()
+			if err == nil {
+				out, err = exec.Command(ctl, "start").CombinedOutput()
+			}
+			if err != nil {
+				err = fmt.Errorf("%v: %s", err, out)
+			}
+			restarted <- err
+		}()
+	})
+	if !hit {
+		t.Fatalf("the run ended before the restart:\n%s", log)
+	}
+	if err := <-restarted; err != nil {
+		t.Fatalf("restart the broker: %v", err)
+	}
+	if code != 0 {
+		t.Fatalf("exit %d after a broker restart, want 0; stderr:\n%s", code, log)
+	}
+	s := summary(t, log)
+	if s["delivered"] != float64(lines) || s["failed"] != float64(0) {
+		t.Fatalf("summary %v", s)
+	}
+	// The client's warnings show the outage happened while producing.
+	if !strings.Contains(log, `"level":"WARN"`) {
+		t.Fatalf("no client warning: the broker was not down during the run:\n%s", log)
+	}
+	if n := topicCount(t, brokers, topic); n != lines {
+		t.Fatalf("topic holds %d records after the restart, want exactly %d", n, lines)
+	}
+}
+
+// publishWatching runs the producer on file to topic with frequent progress
+// lines and calls onProgress once, at the first of them. It returns the
+// producer's stderr, its exit code, and whether onProgress was called.
+func publishWatching(t *testing.T, brokers, topic, file string, onProgress func(*exec.Cmd)) (string, int, bool) {
+	t.Helper()
+	cmd := exec.Command(binary, "--topic", topic, "--progress-interval", "100ms", file)
 	cmd.Env = []string{"KAFKA_BROKERS=" + brokers, "LOG_FORMAT=json"}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -315,47 +361,18 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var log bytes.Buffer
+	var log strings.Builder
 	sc := bufio.NewScanner(stderr)
-	restarted := make(chan error, 1)
+	sc.Buffer(nil, 1<<20)
+	hit := false
 	for sc.Scan() {
 		log.Write(sc.Bytes())
 		log.WriteByte('\n')
-		if strings.Contains(sc.Text(), `"msg":"progress"`) && restarted != nil {
-			go func(done chan error) {
-				out, err := exec.Command(ctl, "stop").CombinedOutput()
-				if err == nil {
-					out, err = exec.Command(ctl, "start").CombinedOutput()
-				}
-				if err != nil {
-					err = fmt.Errorf("%v: %s", err, out)
-				}
-				done <- err
-			}(restarted)
-			defer func(done chan error) {
-				if err := <-done; err != nil {
-					t.Fatalf("restart the broker: %v", err)
-				}
-			}(restarted)
-			restarted = nil
+		if !hit && strings.Contains(sc.Text(), `"msg":"progress"`) {
+			onProgress(cmd)
+			hit = true
 		}
 	}
 	cmd.Wait()
-	if restarted != nil {
-		t.Fatalf("the run ended before the restart:\n%s", log.String())
-	}
-	if code := cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("exit %d after a broker restart, want 0; stderr:\n%s", code, log.String())
-	}
-	s := summary(t, log.String())
-	if s["delivered"] != float64(lines) || s["failed"] != float64(0) {
-		t.Fatalf("summary %v", s)
-	}
-	// The client's warnings show the outage happened while producing.
-	if !strings.Contains(log.String(), `"level":"WARN"`) {
-		t.Fatalf("no client warning: the broker was not down during the run:\n%s", log.String())
-	}
-	if n := len(readTopic(t, brokers, topic)); n != lines {
-		t.Fatalf("topic holds %d records after the restart, want exactly %d", n, lines)
-	}
+	return log.String(), cmd.ProcessState.ExitCode(), hit
 }

@@ -3,7 +3,6 @@ package publish
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -16,6 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/couponpipeline/producer/internal/kafkatest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -57,14 +58,6 @@ func newPublisher(t *testing.T, cfg Config) *Publisher {
 	return p
 }
 
-func codes(n int) [][]byte {
-	out := make([][]byte, n)
-	for i := range out {
-		out[i] = fmt.Appendf(nil, "CODE%06d", i)
-	}
-	return out
-}
-
 // publishAll writes every code through one reused buffer, as the extractor
 // does, and finishes the stream.
 func publishAll(t *testing.T, p *Publisher, topic string, cs [][]byte, finishCtx context.Context) (Delivery, error) {
@@ -85,33 +78,11 @@ func publishAll(t *testing.T, p *Publisher, topic string, cs [][]byte, finishCtx
 	return s.Finish(finishCtx)
 }
 
-// consumeAll reads every record of topic from the start.
-func consumeAll(t *testing.T, brokers []string, topic string, want int) []*kgo.Record {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var recs []*kgo.Record
-	for len(recs) < want {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("consumed %d of %d records before the timeout", len(recs), want)
-		}
-		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
-	}
-	return recs
-}
-
 func TestPublishEveryCode(t *testing.T) {
 	c := newCluster(t)
 	brokers := c.ListenAddrs()
 	p := newPublisher(t, testConfig(brokers))
-	cs := codes(5000)
+	cs := kafkatest.Codes(5000)
 	d, err := publishAll(t, p, "couponbase1.gz", cs, context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +95,7 @@ func TestPublishEveryCode(t *testing.T) {
 		t.Fatalf("partitions = %d, %v; want 3", n, err)
 	}
 
-	recs := consumeAll(t, brokers, "couponbase1.gz", len(cs))
+	recs := kafkatest.ConsumeExactly(t, brokers, "couponbase1.gz", len(cs))
 	var got []string
 	for _, r := range recs {
 		if string(r.Key) != string(r.Value) {
@@ -153,7 +124,7 @@ func TestPublishEveryCode(t *testing.T) {
 func TestExistingTopicUsedAsIs(t *testing.T) {
 	c := newCluster(t, kfake.SeedTopics(5, "existing"))
 	p := newPublisher(t, testConfig(c.ListenAddrs()))
-	if _, err := publishAll(t, p, "existing", codes(10), context.Background()); err != nil {
+	if _, err := publishAll(t, p, "existing", kafkatest.Codes(10), context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := p.PartitionCount(context.Background(), "existing"); n != 5 {
@@ -161,42 +132,14 @@ func TestExistingTopicUsedAsIs(t *testing.T) {
 	}
 }
 
-// failProduce answers the produce requests chosen by fail with code for
-// every partition, and lets the others through.
-func failProduce(c *kfake.Cluster, code int16, fail func(n int64) bool) *atomic.Int64 {
-	var n atomic.Int64
-	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		if !fail(n.Add(1)) {
-			return nil, nil, false
-		}
-		preq := req.(*kmsg.ProduceRequest)
-		resp := preq.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range preq.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic = rt.Topic
-			st.TopicID = rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
-	return &n
-}
-
 func TestRetryableErrorsAreRetried(t *testing.T) {
 	c := newCluster(t)
 	// A timed-out append may or may not have been written: the idempotent
 	// producer resends it with the same sequence numbers and the broker
 	// keeps exactly one copy.
-	calls := failProduce(c, kerr.RequestTimedOut.Code, func(n int64) bool { return n <= 3 })
+	calls := kafkatest.FailProduce(c, kerr.RequestTimedOut.Code, func(n int64) bool { return n <= 3 })
 	p := newPublisher(t, testConfig(c.ListenAddrs()))
-	d, err := publishAll(t, p, "t", codes(2000), context.Background())
+	d, err := publishAll(t, p, "t", kafkatest.Codes(2000), context.Background())
 	if err != nil {
 		t.Fatalf("retryable errors must not lose codes: %v", err)
 	}
@@ -206,7 +149,7 @@ func TestRetryableErrorsAreRetried(t *testing.T) {
 	if calls.Load() <= 3 {
 		t.Fatalf("only %d produce requests: the injected errors were not hit", calls.Load())
 	}
-	if n := len(consumeAll(t, c.ListenAddrs(), "t", 2000)); n != 2000 {
+	if n := len(kafkatest.ConsumeExactly(t, c.ListenAddrs(), "t", 2000)); n != 2000 {
 		t.Fatalf("topic holds %d records, want 2000", n)
 	}
 }
@@ -222,7 +165,7 @@ func TestConnectionDropsAreRetried(t *testing.T) {
 		return nil, nil, false
 	})
 	p := newPublisher(t, testConfig(c.ListenAddrs()))
-	d, err := publishAll(t, p, "t", codes(1000), context.Background())
+	d, err := publishAll(t, p, "t", kafkatest.Codes(1000), context.Background())
 	if err != nil || d.Delivered != 1000 {
 		t.Fatalf("delivery %+v, err %v; want all 1000 delivered", d, err)
 	}
@@ -230,9 +173,9 @@ func TestConnectionDropsAreRetried(t *testing.T) {
 
 func TestFatalErrorsAreCounted(t *testing.T) {
 	c := newCluster(t)
-	failProduce(c, kerr.TopicAuthorizationFailed.Code, func(int64) bool { return true })
+	kafkatest.FailProduce(c, kerr.TopicAuthorizationFailed.Code, func(int64) bool { return true })
 	p := newPublisher(t, testConfig(c.ListenAddrs()))
-	d, err := publishAll(t, p, "t", codes(500), context.Background())
+	d, err := publishAll(t, p, "t", kafkatest.Codes(500), context.Background())
 	if !errors.Is(err, ErrUndelivered) || !errors.Is(err, kerr.TopicAuthorizationFailed) {
 		t.Fatalf("err = %v, want ErrUndelivered wrapping TOPIC_AUTHORIZATION_FAILED", err)
 	}
@@ -245,11 +188,11 @@ func TestSomeBatchesFail(t *testing.T) {
 	c := newCluster(t)
 	// Every third produce request is refused for good: the codes in it fail,
 	// the others are delivered, and the two add up.
-	failProduce(c, kerr.InvalidRecord.Code, func(n int64) bool { return n%3 == 0 })
+	kafkatest.FailProduce(c, kerr.InvalidRecord.Code, func(n int64) bool { return n%3 == 0 })
 	cfg := testConfig(c.ListenAddrs())
 	cfg.BatchMaxBytes = 4 << 10 // many small batches
 	p := newPublisher(t, cfg)
-	d, err := publishAll(t, p, "t", codes(3000), context.Background())
+	d, err := publishAll(t, p, "t", kafkatest.Codes(3000), context.Background())
 	if !errors.Is(err, ErrUndelivered) {
 		t.Fatalf("err = %v, want ErrUndelivered", err)
 	}
@@ -263,11 +206,11 @@ func TestDeliveryTimeout(t *testing.T) {
 	// The broker refuses every produce with a retryable error: the records
 	// are retried until their delivery timeout, then count as failed
 	// instead of hanging.
-	failProduce(c, kerr.NotLeaderForPartition.Code, func(int64) bool { return true })
+	kafkatest.FailProduce(c, kerr.NotLeaderForPartition.Code, func(int64) bool { return true })
 	cfg := testConfig(c.ListenAddrs())
 	cfg.DeliveryTimeout = time.Second // the least franz-go allows
 	p := newPublisher(t, cfg)
-	d, err := publishAll(t, p, "t", codes(100), context.Background())
+	d, err := publishAll(t, p, "t", kafkatest.Codes(100), context.Background())
 	if !errors.Is(err, ErrUndelivered) || d.Failed != 100 {
 		t.Fatalf("delivery %+v, err %v; want 100 failed", d, err)
 	}
@@ -275,13 +218,13 @@ func TestDeliveryTimeout(t *testing.T) {
 
 func TestFinishContextEndsFlush(t *testing.T) {
 	c := newCluster(t)
-	failProduce(c, kerr.RequestTimedOut.Code, func(int64) bool { return true })
+	kafkatest.FailProduce(c, kerr.RequestTimedOut.Code, func(int64) bool { return true })
 	cfg := testConfig(c.ListenAddrs())
 	cfg.DeliveryTimeout = 0 // retry until Finish's context ends
 	p := newPublisher(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	d, err := publishAll(t, p, "t", codes(100), ctx)
+	d, err := publishAll(t, p, "t", kafkatest.Codes(100), ctx)
 	if !errors.Is(err, ErrUndelivered) || d.Sent != 100 || d.Failed != 100 {
 		t.Fatalf("delivery %+v, err %v; want the 100 unacknowledged codes failed", d, err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/couponpipeline/producer/internal/kafkatest"
 	"github.com/couponpipeline/producer/internal/publish"
 )
 
@@ -56,14 +57,6 @@ func newClient(t *testing.T, c *kfake.Cluster) *kgo.Client {
 	return cl
 }
 
-func codes(n int) [][]byte {
-	out := make([][]byte, n)
-	for i := range out {
-		out[i] = fmt.Appendf(nil, "CODE%06d", i)
-	}
-	return out
-}
-
 // write writes every code through one reused buffer, as the extractor does.
 func write(t *testing.T, s *Stream, cs [][]byte) {
 	t.Helper()
@@ -85,36 +78,6 @@ func publishAll(t *testing.T, cl *kgo.Client, o Options, cs [][]byte, finishCtx 
 	}
 	write(t, s, cs)
 	return s.Finish(finishCtx)
-}
-
-// consumeAll reads every record of topic t from the start, and checks that
-// there are no more than want.
-func consumeAll(t *testing.T, c *kfake.Cluster, want int) []*kgo.Record {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics("t"),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var recs []*kgo.Record
-	for len(recs) < want {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("consumed %d of %d records before the timeout", len(recs), want)
-		}
-		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
-	}
-	// Nothing more: a duplicate would show here.
-	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
-	if len(recs) != want {
-		t.Fatalf("topic holds %d records, want %d", len(recs), want)
-	}
-	return recs
 }
 
 // checkExactly checks that recs hold each code of cs once, with key ==
@@ -149,12 +112,12 @@ func TestEveryCodeDelivered(t *testing.T) {
 				c := newCluster(t, brokers)
 				o := testOptions()
 				o.Compression = codec
-				cs := codes(20000)
+				cs := kafkatest.Codes(20000)
 				d, err := publishAll(t, newClient(t, c), o, cs, context.Background())
 				if err != nil || d != (publish.Delivery{Sent: 20000, Delivered: 20000}) {
 					t.Fatalf("delivery %+v, err %v", d, err)
 				}
-				checkExactly(t, consumeAll(t, c, len(cs)), cs)
+				checkExactly(t, kafkatest.ConsumeExactly(t, c.ListenAddrs(), "t", len(cs)), cs)
 			})
 		}
 	}
@@ -165,7 +128,7 @@ func TestBoundedBuffers(t *testing.T) {
 	o := testOptions()
 	o.MaxBufferedBytes = 2 * int(o.BatchMaxBytes) // less than a batch per partition
 	o.Linger = time.Hour                          // only the lack of space sends batches
-	cs := codes(5000)
+	cs := kafkatest.Codes(5000)
 	s, err := New(context.Background(), newClient(t, c), "t", o)
 	if err != nil {
 		t.Fatal(err)
@@ -181,41 +144,13 @@ func TestBoundedBuffers(t *testing.T) {
 	if allocated > o.MaxBufferedBytes {
 		t.Fatalf("%d bytes of buffers, limit %d", allocated, o.MaxBufferedBytes)
 	}
-	checkExactly(t, consumeAll(t, c, len(cs)), cs)
-}
-
-// failProduce answers the produce requests chosen by fail with code for
-// every partition, without writing anything, and lets the others through.
-func failProduce(c *kfake.Cluster, code int16, fail func(n int64) bool) *atomic.Int64 {
-	var n atomic.Int64
-	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		if !fail(n.Add(1)) {
-			return nil, nil, false
-		}
-		preq := req.(*kmsg.ProduceRequest)
-		resp := preq.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range preq.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic = rt.Topic
-			st.TopicID = rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
-	return &n
+	checkExactly(t, kafkatest.ConsumeExactly(t, c.ListenAddrs(), "t", len(cs)), cs)
 }
 
 func TestRetryableErrorsAreRetried(t *testing.T) {
 	c := newCluster(t, 1)
-	calls := failProduce(c, kerr.NotLeaderForPartition.Code, func(n int64) bool { return n <= 3 })
-	cs := codes(2000)
+	calls := kafkatest.FailProduce(c, kerr.NotLeaderForPartition.Code, func(n int64) bool { return n <= 3 })
+	cs := kafkatest.Codes(2000)
 	d, err := publishAll(t, newClient(t, c), testOptions(), cs, context.Background())
 	if err != nil || d.Delivered != 2000 || d.Failed != 0 {
 		t.Fatalf("retryable errors must not lose codes: delivery %+v, err %v", d, err)
@@ -223,7 +158,7 @@ func TestRetryableErrorsAreRetried(t *testing.T) {
 	if calls.Load() <= 3 {
 		t.Fatalf("only %d produce requests: the injected errors were not hit", calls.Load())
 	}
-	checkExactly(t, consumeAll(t, c, len(cs)), cs)
+	checkExactly(t, kafkatest.ConsumeExactly(t, c.ListenAddrs(), "t", len(cs)), cs)
 }
 
 func TestTimedOutAppendsAreNotDuplicated(t *testing.T) {
@@ -232,7 +167,7 @@ func TestTimedOutAppendsAreNotDuplicated(t *testing.T) {
 	// resent batches carry the same sequences, and the broker keeps one
 	// copy of each.
 	h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.RequestTimedOut, Count: 5})
-	cs := codes(3000)
+	cs := kafkatest.Codes(3000)
 	d, err := publishAll(t, newClient(t, c), testOptions(), cs, context.Background())
 	if err != nil || d.Delivered != 3000 {
 		t.Fatalf("delivery %+v, err %v", d, err)
@@ -240,7 +175,7 @@ func TestTimedOutAppendsAreNotDuplicated(t *testing.T) {
 	if h.Hits() < 5 {
 		t.Fatalf("%d faults hit, want 5", h.Hits())
 	}
-	checkExactly(t, consumeAll(t, c, len(cs)), cs)
+	checkExactly(t, kafkatest.ConsumeExactly(t, c.ListenAddrs(), "t", len(cs)), cs)
 }
 
 func TestConnectionDropsAreRetried(t *testing.T) {
@@ -253,17 +188,17 @@ func TestConnectionDropsAreRetried(t *testing.T) {
 		}
 		return nil, nil, false
 	})
-	cs := codes(5000)
+	cs := kafkatest.Codes(5000)
 	d, err := publishAll(t, newClient(t, c), testOptions(), cs, context.Background())
 	if err != nil || d.Delivered != 5000 {
 		t.Fatalf("delivery %+v, err %v; want all 5000 delivered", d, err)
 	}
-	checkExactly(t, consumeAll(t, c, len(cs)), cs)
+	checkExactly(t, kafkatest.ConsumeExactly(t, c.ListenAddrs(), "t", len(cs)), cs)
 }
 
 func TestLeaderMoves(t *testing.T) {
 	c := newCluster(t, 3)
-	cs := codes(6000)
+	cs := kafkatest.Codes(6000)
 	var logs syncBuffer
 	o := testOptions()
 	o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -285,7 +220,7 @@ func TestLeaderMoves(t *testing.T) {
 	if !strings.Contains(logs.String(), "NOT_LEADER") {
 		t.Fatalf("no batch was refused by a former leader; logs:\n%s", logs.String())
 	}
-	checkExactly(t, consumeAll(t, c, len(cs)), cs)
+	checkExactly(t, kafkatest.ConsumeExactly(t, c.ListenAddrs(), "t", len(cs)), cs)
 }
 
 // syncBuffer is a bytes.Buffer for a logger shared by goroutines.
@@ -308,8 +243,8 @@ func (b *syncBuffer) String() string {
 
 func TestFatalErrorsAreCounted(t *testing.T) {
 	c := newCluster(t, 1)
-	failProduce(c, kerr.TopicAuthorizationFailed.Code, func(int64) bool { return true })
-	d, err := publishAll(t, newClient(t, c), testOptions(), codes(500), context.Background())
+	kafkatest.FailProduce(c, kerr.TopicAuthorizationFailed.Code, func(int64) bool { return true })
+	d, err := publishAll(t, newClient(t, c), testOptions(), kafkatest.Codes(500), context.Background())
 	if !errors.Is(err, publish.ErrUndelivered) || !errors.Is(err, kerr.TopicAuthorizationFailed) {
 		t.Fatalf("err = %v, want ErrUndelivered wrapping TOPIC_AUTHORIZATION_FAILED", err)
 	}
@@ -322,8 +257,8 @@ func TestSomeBatchesFail(t *testing.T) {
 	c := newCluster(t, 1)
 	// Every third produce request is refused for good: the codes in it
 	// fail, the others are delivered, once, and the two add up.
-	failProduce(c, kerr.InvalidRecord.Code, func(n int64) bool { return n%3 == 0 })
-	cs := codes(3000)
+	kafkatest.FailProduce(c, kerr.InvalidRecord.Code, func(n int64) bool { return n%3 == 0 })
+	cs := kafkatest.Codes(3000)
 	d, err := publishAll(t, newClient(t, c), testOptions(), cs, context.Background())
 	if !errors.Is(err, publish.ErrUndelivered) || !errors.Is(err, kerr.InvalidRecord) {
 		t.Fatalf("err = %v, want ErrUndelivered wrapping INVALID_RECORD", err)
@@ -331,7 +266,7 @@ func TestSomeBatchesFail(t *testing.T) {
 	if d.Failed == 0 || d.Delivered == 0 || d.Delivered+d.Failed != 3000 {
 		t.Fatalf("delivery %+v: want some delivered and some failed, adding up to 3000", d)
 	}
-	recs := consumeAll(t, c, int(d.Delivered))
+	recs := kafkatest.ConsumeExactly(t, c.ListenAddrs(), "t", int(d.Delivered))
 	seen := map[string]bool{}
 	for _, r := range recs {
 		if seen[string(r.Value)] {
@@ -345,13 +280,13 @@ func TestLostProducerStateTakesNewProducerID(t *testing.T) {
 	c := newCluster(t, 1)
 	// The second request is answered OUT_OF_ORDER_SEQUENCE_NUMBER: its
 	// batches fail, and what follows goes under a new producer ID.
-	failProduce(c, kerr.OutOfOrderSequenceNumber.Code, func(n int64) bool { return n == 2 })
-	cs := codes(5000)
+	kafkatest.FailProduce(c, kerr.OutOfOrderSequenceNumber.Code, func(n int64) bool { return n == 2 })
+	cs := kafkatest.Codes(5000)
 	d, err := publishAll(t, newClient(t, c), testOptions(), cs, context.Background())
 	if !errors.Is(err, kerr.OutOfOrderSequenceNumber) || d.Failed == 0 || d.Delivered+d.Failed != 5000 {
 		t.Fatalf("delivery %+v, err %v", d, err)
 	}
-	recs := consumeAll(t, c, int(d.Delivered))
+	recs := kafkatest.ConsumeExactly(t, c.ListenAddrs(), "t", int(d.Delivered))
 	pids := map[int64]bool{}
 	for _, r := range recs {
 		pids[r.ProducerID] = true
@@ -365,11 +300,11 @@ func TestDeliveryTimeout(t *testing.T) {
 	c := newCluster(t, 1)
 	// The broker refuses every produce with a retryable error: the codes
 	// are retried until their delivery timeout, then count as failed.
-	failProduce(c, kerr.NotLeaderForPartition.Code, func(int64) bool { return true })
+	kafkatest.FailProduce(c, kerr.NotLeaderForPartition.Code, func(int64) bool { return true })
 	o := testOptions()
 	o.DeliveryTimeout = 500 * time.Millisecond
 	start := time.Now()
-	d, err := publishAll(t, newClient(t, c), o, codes(100), context.Background())
+	d, err := publishAll(t, newClient(t, c), o, kafkatest.Codes(100), context.Background())
 	if !errors.Is(err, publish.ErrUndelivered) || d.Failed != 100 {
 		t.Fatalf("delivery %+v, err %v; want 100 failed", d, err)
 	}
@@ -380,12 +315,12 @@ func TestDeliveryTimeout(t *testing.T) {
 
 func TestFinishContextEndsFlush(t *testing.T) {
 	c := newCluster(t, 1)
-	failProduce(c, kerr.RequestTimedOut.Code, func(int64) bool { return true })
+	kafkatest.FailProduce(c, kerr.RequestTimedOut.Code, func(int64) bool { return true })
 	o := testOptions()
 	o.DeliveryTimeout = 0 // retry until Finish's context ends
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	d, err := publishAll(t, newClient(t, c), o, codes(100), ctx)
+	d, err := publishAll(t, newClient(t, c), o, kafkatest.Codes(100), ctx)
 	if !errors.Is(err, publish.ErrUndelivered) || !errors.Is(err, context.DeadlineExceeded) ||
 		d != (publish.Delivery{Sent: 100, Failed: 100}) {
 		t.Fatalf("delivery %+v, err %v; want the 100 unacknowledged codes failed", d, err)
@@ -394,7 +329,7 @@ func TestFinishContextEndsFlush(t *testing.T) {
 
 func TestWriteGivesUpWhenContextEnds(t *testing.T) {
 	c := newCluster(t, 1)
-	failProduce(c, kerr.RequestTimedOut.Code, func(int64) bool { return true })
+	kafkatest.FailProduce(c, kerr.RequestTimedOut.Code, func(int64) bool { return true })
 	o := testOptions()
 	o.DeliveryTimeout = 0
 	o.MaxBufferedBytes = 2 * int(o.BatchMaxBytes)
@@ -405,7 +340,7 @@ func TestWriteGivesUpWhenContextEnds(t *testing.T) {
 	}
 	time.AfterFunc(200*time.Millisecond, cancel)
 	var sent int64
-	for _, code := range codes(100000) {
+	for _, code := range kafkatest.Codes(100000) {
 		sent++
 		if err = s.Write(code); err != nil {
 			break
@@ -459,7 +394,7 @@ func TestManyFailuresAtOnce(t *testing.T) {
 		}
 		return nil, nil, false
 	})
-	cs := codes(30000)
+	cs := kafkatest.Codes(30000)
 	o := testOptions()
 	o.DeliveryTimeout = 30 * time.Second
 	d, err := publishAll(t, newClient(t, c), o, cs, context.Background())
@@ -469,7 +404,7 @@ func TestManyFailuresAtOnce(t *testing.T) {
 	if n.Load() < 17 {
 		t.Fatalf("only %d produce requests: the failures were not hit", n.Load())
 	}
-	checkExactly(t, consumeAll(t, c, len(cs)), cs)
+	checkExactly(t, kafkatest.ConsumeExactly(t, c.ListenAddrs(), "t", len(cs)), cs)
 }
 
 func TestLingerSendsWithoutFinish(t *testing.T) {
@@ -480,10 +415,10 @@ func TestLingerSendsWithoutFinish(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs := codes(10)
+	cs := kafkatest.Codes(10)
 	write(t, s, cs)
 	// Far fewer codes than a batch holds: only the linger sends them.
-	checkExactly(t, consumeAll(t, c, len(cs)), cs)
+	checkExactly(t, kafkatest.ConsumeExactly(t, c.ListenAddrs(), "t", len(cs)), cs)
 	if d, err := s.Finish(context.Background()); err != nil || d.Delivered != 10 {
 		t.Fatalf("delivery %+v, err %v", d, err)
 	}
