@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -341,7 +340,7 @@ Flags (each also read from the environment variable named):
 		if s.env != "" {
 			notes = append(notes, "env "+s.env)
 		}
-		if def := s.value.String(); def != "" && def != "false" && !slices.Contains([]string{"sasl-password"}, s.name) {
+		if def := s.value.String(); def != "" && def != "false" && s.name != "sasl-password" {
 			notes = append(notes, "default "+strconv.Quote(def))
 		}
 		if len(notes) > 0 {
