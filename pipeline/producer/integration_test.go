@@ -347,12 +347,38 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	}
 }
 
+// TestKafkaSchedulerSIGTERMMidRun stops the scheduler during a run: that
+// run stops gracefully with its summary, and the scheduler exits 143.
+func TestKafkaSchedulerSIGTERMMidRun(t *testing.T) {
+	brokers := testBrokers(t)
+	file := generate(t, 8_000_000, 5)
+	log, code, hit := publishWatching(t, brokers, uniqueTopic("it-sched-sigterm"), file, func(cmd *exec.Cmd) {
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Error(err)
+		}
+	}, "--schedule", "@every 1h", "--run-on-start")
+	if !hit {
+		t.Fatalf("the run ended before any progress line:\n%s", log)
+	}
+	if code != 143 {
+		t.Fatalf("exit %d, want 143; stderr:\n%s", code, log)
+	}
+	s := summary(t, log)
+	if s["codes"].(float64) >= 8_000_000 {
+		t.Fatalf("summary %v: the run was not stopped midway", s)
+	}
+	if strings.Contains(log, `"msg":"next run"`) {
+		t.Fatalf("the scheduler went on after SIGTERM:\n%s", log)
+	}
+}
+
 // publishWatching runs the producer on file to topic with frequent progress
 // lines and calls onProgress once, at the first of them. It returns the
 // producer's stderr, its exit code, and whether onProgress was called.
-func publishWatching(t *testing.T, brokers, topic, file string, onProgress func(*exec.Cmd)) (string, int, bool) {
+func publishWatching(t *testing.T, brokers, topic, file string, onProgress func(*exec.Cmd), extra ...string) (string, int, bool) {
 	t.Helper()
-	cmd := exec.Command(binary, "--topic", topic, "--progress-interval", "100ms", file)
+	args := append([]string{"--topic", topic, "--progress-interval", "100ms"}, extra...)
+	cmd := exec.Command(binary, append(args, file)...)
 	cmd.Env = []string{"KAFKA_BROKERS=" + brokers, "LOG_FORMAT=json"}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
