@@ -177,8 +177,8 @@ func (p *Publisher) EnsureTopic(ctx context.Context, topic string) error {
 	case err != nil:
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	default:
-		p.cfg.Logger.Info("created topic", "topic", topic, "partitions", p.cfg.Partitions,
-			"replication_factor", p.cfg.ReplicationFactor)
+		p.cfg.Logger.Info("created topic", "topic", topic, "partitions", resp.NumPartitions,
+			"replication_factor", resp.ReplicationFactor)
 	}
 	return p.waitLeaders(ctx, topic)
 }
