@@ -2,7 +2,6 @@
 #   make demo   generate sample files, publish them to Kafka, print the counts
 #   make test   run every test, a real Kafka broker included
 SHELL := /bin/bash
-PRODUCER := pipeline/producer
 BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DATA ?= data/coupons
@@ -13,40 +12,40 @@ DEMO_LINES ?= 3000000
 all: build
 
 build:
-	cd $(PRODUCER) && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o ../../$(BIN)/coupon-producer .
-	cd $(PRODUCER) && go build -trimpath -o ../../$(BIN)/coupongen ./cmd/coupongen
-	cd $(PRODUCER) && go build -trimpath -o ../../$(BIN)/topiccount ./cmd/topiccount
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/coupon-producer ./cmd/coupon-producer
+	go build -trimpath -o $(BIN)/coupongen ./cmd/coupongen
+	go build -trimpath -o $(BIN)/topiccount ./cmd/topiccount
 
 # Generates couponbase1..3.gz in $(DATA) if absent, starts the local broker
 # unless KAFKA_BROKERS is set, publishes the three files and prints each
 # topic's record count read back from Kafka.
 demo: build
-	DATA=$(DATA) DEMO_LINES=$(DEMO_LINES) bash scripts/demo.sh
+	DATA=$(DATA) DEMO_LINES=$(DEMO_LINES) bash hack/demo.sh
 
 # Every test: unit, fuzz seeds, end-to-end, the real-broker integration
 # tests (the broker is started unless COUPON_TEST_BROKERS is set) and the
 # container/compose checks.
 test:
-	bash scripts/test.sh
+	bash hack/test.sh
 
 # The tests that need neither Java nor a broker.
 test-unit:
-	cd $(PRODUCER) && go vet ./... && go test ./...
+	go vet ./... && go test ./...
 
 fuzz:
-	cd $(PRODUCER) && go test -run XXX -fuzz FuzzExtract -fuzztime 60s ./internal/extract
+	go test -run XXX -fuzz FuzzExtract -fuzztime 60s ./pkg/extract
 
 bench: build
-	bash bench/bench.sh
+	bash hack/bench.sh
 
 kafka-up:
-	pipeline/kafka-local/kafka-local.sh start
+	hack/kafka-local/kafka-local.sh start
 
 kafka-down:
-	pipeline/kafka-local/kafka-local.sh stop
+	hack/kafka-local/kafka-local.sh stop
 
 kafka-clean:
-	pipeline/kafka-local/kafka-local.sh clean
+	hack/kafka-local/kafka-local.sh clean
 
 clean:
 	rm -rf $(BIN)

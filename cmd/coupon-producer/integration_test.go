@@ -1,0 +1,406 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/couponpipeline/coupon-producer/pkg/extract"
+	"github.com/couponpipeline/coupon-producer/pkg/gen"
+	"github.com/couponpipeline/coupon-producer/pkg/source"
+)
+
+// The integration tests run against a real Apache Kafka broker named by
+// COUPON_TEST_BROKERS; `make test` starts one (pipeline/kafka-local). In CI
+// (CI=true) they must run: a missing broker fails them instead of skipping.
+func testBrokers(t *testing.T) string {
+	t.Helper()
+	b := os.Getenv("COUPON_TEST_BROKERS")
+	if b != "" {
+		return b
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("CI=true but COUPON_TEST_BROKERS is not set: the real-broker tests must run in CI")
+	}
+	t.Skip("no real broker: run `make test` (starts pipeline/kafka-local), or set COUPON_TEST_BROKERS=host:port")
+	return ""
+}
+
+func uniqueTopic(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano(), rand.IntN(1000))
+}
+
+func generate(t *testing.T, lines int64, seed uint64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "couponbase1.gz")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gen.WriteGzip(f, gen.Options{Seed: seed, File: 1, Lines: lines, Shared: 100}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// fileCodes extracts the codes of a file with the project's own reader: the
+// extraction rule itself is proven against a reference in pkg/extract.
+func fileCodes(t *testing.T, path string) []string {
+	t.Helper()
+	src, err := source.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var codes []string
+	ex := extract.New(func(c []byte) error { codes = append(codes, string(c)); return nil })
+	if err := source.Pump(context.Background(), src, 1<<16, 2, func(p []byte) error { _, err := ex.Write(p); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := ex.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return codes
+}
+
+// readTopic consumes every record of topic, up to its end offsets.
+func readTopic(t *testing.T, brokers, topic string) []*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	adm := newAdmin(t, brokers)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(64<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	recs := make([]*kgo.Record, 0, total)
+	for int64(len(recs)) < total {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d records of %s before the timeout", len(recs), total, topic)
+		}
+		fs.EachError(func(_ string, _ int32, err error) { t.Fatalf("fetch: %v", err) })
+		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+	}
+	return recs
+}
+
+// topicCount is the number of records in topic: the sum over partitions of
+// end minus start offsets (the idempotent producer writes no control
+// records, so every offset is a record).
+func topicCount(t *testing.T, brokers, topic string) int64 {
+	t.Helper()
+	adm := newAdmin(t, brokers)
+	ctx := context.Background()
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) {
+		s, _ := starts.Lookup(topic, o.Partition)
+		n += o.Offset - s.Offset
+	})
+	return n
+}
+
+func newAdmin(t *testing.T, brokers string) *kadm.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return kadm.NewClient(cl)
+}
+
+// summary finds the JSON summary line of a file in the producer's stderr.
+func summary(t *testing.T, stderr string) map[string]any {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(stderr))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil && (m["msg"] == "file done" || m["msg"] == "file failed") {
+			return m
+		}
+	}
+	t.Fatalf("no summary line in:\n%s", stderr)
+	return nil
+}
+
+// TestKafkaPublishesEveryCode publishes a generated file with each engine
+// and reads the topic back: exactly the file's codes, key = value.
+func TestKafkaPublishesEveryCode(t *testing.T) {
+	brokers := testBrokers(t)
+	const lines = 2_000_000
+	file := generate(t, lines, 42)
+	for _, engine := range []string{"batch", "kgo"} {
+		t.Run(engine, func(t *testing.T) { publishEveryCode(t, brokers, file, lines, engine) })
+	}
+}
+
+func publishEveryCode(t *testing.T, brokers, file string, lines int64, engine string) {
+	topic := uniqueTopic("it-every-code-" + engine)
+	r := runBinary(t, []string{"KAFKA_BROKERS=" + brokers, "LOG_FORMAT=json", "PRODUCER_ENGINE=" + engine},
+		"--topic", topic, "--partitions", "4", "--topic-config", "retention.ms=86400000", file)
+	if r.code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	s := summary(t, r.stderr)
+	if s["codes"] != float64(lines) || s["delivered"] != float64(lines) || s["failed"] != float64(0) {
+		t.Fatalf("summary %v", s)
+	}
+
+	want := fileCodes(t, file)
+	recs := readTopic(t, brokers, topic)
+	got := make([]string, 0, len(recs))
+	partitions := map[int32]bool{}
+	for _, rec := range recs {
+		if !bytes.Equal(rec.Key, rec.Value) {
+			t.Fatalf("record key %q != value %q", rec.Key, rec.Value)
+		}
+		got = append(got, string(rec.Value))
+		partitions[rec.Partition] = true
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if len(got) != len(want) || !slices.Equal(got, want) {
+		t.Fatalf("topic holds %d records, the file %d codes: the multisets differ", len(got), len(want))
+	}
+
+	adm := newAdmin(t, brokers)
+	td, err := adm.ListTopics(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(td[topic].Partitions); n != 4 || len(partitions) != 4 {
+		t.Fatalf("topic has %d partitions (%d used), want 4", n, len(partitions))
+	}
+	rc, err := adm.DescribeTopicConfigs(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := rc.On(topic, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range cfg.Configs {
+		if c.Key == "retention.ms" && c.MaybeValue() == "86400000" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("retention.ms=86400000 not set on the created topic")
+	}
+}
+
+func TestKafkaExistingTopicUsedAsIs(t *testing.T) {
+	brokers := testBrokers(t)
+	topic := uniqueTopic("it-existing")
+	adm := newAdmin(t, brokers)
+	if _, err := adm.CreateTopic(context.Background(), 2, 1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	file := writeGzip(t, "f.gz", "EXISTING1\nEXISTING2\n")
+	r := runBinary(t, []string{"KAFKA_BROKERS=" + brokers}, "--topic", topic, "--partitions", "8", file)
+	if r.code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	td, err := adm.ListTopics(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(td[topic].Partitions); n != 2 {
+		t.Fatalf("existing topic now has %d partitions, want its own 2", n)
+	}
+	if n := len(readTopic(t, brokers, topic)); n != 2 {
+		t.Fatalf("topic holds %d records, want 2", n)
+	}
+}
+
+func TestKafkaUnreachableBroker(t *testing.T) {
+	testBrokers(t) // only with the integration tests: it needs no broker, but dials
+	file := writeGzip(t, "f.gz", "AAAAAAAA\n")
+	start := time.Now()
+	r := runBinary(t, []string{"KAFKA_BROKERS=127.0.0.1:1"}, "--connect-timeout", "3s", file)
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", r.code, r.stderr)
+	}
+	if el := time.Since(start); el > 60*time.Second {
+		t.Fatalf("took %s to give up", el)
+	}
+	if !strings.Contains(r.stderr, "127.0.0.1:1") {
+		t.Fatalf("stderr does not name the broker:\n%s", r.stderr)
+	}
+}
+
+// TestKafkaSIGTERM stops a run midway: the producer flushes what is in
+// flight, logs the summary and exits 143, and every code it reports as
+// delivered is in the topic.
+func TestKafkaSIGTERM(t *testing.T) {
+	brokers := testBrokers(t)
+	file := generate(t, 8_000_000, 7)
+	topic := uniqueTopic("it-sigterm")
+	log, code, hit := publishWatching(t, brokers, topic, file, func(cmd *exec.Cmd) {
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Error(err)
+		}
+	})
+	if !hit {
+		t.Fatalf("the run ended before any progress line:\n%s", log)
+	}
+	if code != 143 {
+		t.Fatalf("exit %d, want 143; stderr:\n%s", code, log)
+	}
+	s := summary(t, log)
+	delivered, failed, codes := int64(s["delivered"].(float64)), int64(s["failed"].(float64)), int64(s["codes"].(float64))
+	if codes >= 8_000_000 || codes == 0 {
+		t.Fatalf("codes %d: the run was not stopped midway", codes)
+	}
+	n := topicCount(t, brokers, topic)
+	// Acknowledged codes are in the topic; a code not acknowledged in time
+	// may or may not have been written, and is reported as failed.
+	if n < delivered || n > delivered+failed {
+		t.Fatalf("topic holds %d records; the summary says %d delivered, %d failed", n, delivered, failed)
+	}
+}
+
+// TestKafkaBrokerRestart restarts the broker while a file is being
+// published: the producer rides out the outage (retries within
+// --delivery-timeout), exits 0, and the topic holds every code exactly once
+// (the idempotent producer's sequence numbers survive the restart).
+// It needs control of the broker: scripts/test.sh sets
+// COUPON_TEST_KAFKA_LOCAL to the kafka-local script when it runs the broker.
+func TestKafkaBrokerRestart(t *testing.T) {
+	brokers := testBrokers(t)
+	ctl := os.Getenv("COUPON_TEST_KAFKA_LOCAL")
+	if ctl == "" {
+		t.Skip("COUPON_TEST_KAFKA_LOCAL is not set: the broker is not ours to restart")
+	}
+	const lines = 10_000_000
+	file := generate(t, lines, 11)
+	topic := uniqueTopic("it-restart")
+	var restarted chan error
+	log, code, hit := publishWatching(t, brokers, topic, file, func(*exec.Cmd) {
+		restarted = make(chan error, 1)
+		go func() {
+			out, err := exec.Command(ctl, "stop").CombinedOutput()
+			if err == nil {
+				out, err = exec.Command(ctl, "start").CombinedOutput()
+			}
+			if err != nil {
+				err = fmt.Errorf("%v: %s", err, out)
+			}
+			restarted <- err
+		}()
+		// gzip batches make the run last a few seconds, so the broker
+		// goes down while codes are still being produced.
+	}, "--compression", "gzip")
+	if !hit {
+		t.Fatalf("the run ended before the restart:\n%s", log)
+	}
+	if err := <-restarted; err != nil {
+		t.Fatalf("restart the broker: %v", err)
+	}
+	if code != 0 {
+		t.Fatalf("exit %d after a broker restart, want 0; stderr:\n%s", code, log)
+	}
+	s := summary(t, log)
+	if s["delivered"] != float64(lines) || s["failed"] != float64(0) {
+		t.Fatalf("summary %v", s)
+	}
+	// The client's warnings show the outage happened while producing.
+	if !strings.Contains(log, `"level":"WARN"`) {
+		t.Fatalf("no client warning: the broker was not down during the run:\n%s", log)
+	}
+	if n := topicCount(t, brokers, topic); n != lines {
+		t.Fatalf("topic holds %d records after the restart, want exactly %d", n, lines)
+	}
+}
+
+// TestKafkaSchedulerSIGTERMMidRun stops the scheduler during a run: that
+// run stops gracefully with its summary, and the scheduler exits 143.
+func TestKafkaSchedulerSIGTERMMidRun(t *testing.T) {
+	brokers := testBrokers(t)
+	file := generate(t, 8_000_000, 5)
+	log, code, hit := publishWatching(t, brokers, uniqueTopic("it-sched-sigterm"), file, func(cmd *exec.Cmd) {
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Error(err)
+		}
+	}, "--schedule", "@every 1h", "--run-on-start")
+	if !hit {
+		t.Fatalf("the run ended before any progress line:\n%s", log)
+	}
+	if code != 143 {
+		t.Fatalf("exit %d, want 143; stderr:\n%s", code, log)
+	}
+	s := summary(t, log)
+	if s["codes"].(float64) >= 8_000_000 {
+		t.Fatalf("summary %v: the run was not stopped midway", s)
+	}
+	if strings.Contains(log, `"msg":"next run"`) {
+		t.Fatalf("the scheduler went on after SIGTERM:\n%s", log)
+	}
+}
+
+// publishWatching runs the producer on file to topic with frequent progress
+// lines and calls onProgress once, at the first of them. It returns the
+// producer's stderr, its exit code, and whether onProgress was called.
+func publishWatching(t *testing.T, brokers, topic, file string, onProgress func(*exec.Cmd), extra ...string) (string, int, bool) {
+	t.Helper()
+	args := append([]string{"--topic", topic, "--progress-interval", "100ms"}, extra...)
+	cmd := exec.Command(binary, append(args, file)...)
+	cmd.Env = []string{"KAFKA_BROKERS=" + brokers, "LOG_FORMAT=json"}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	sc := bufio.NewScanner(stderr)
+	sc.Buffer(nil, 1<<20)
+	hit := false
+	for sc.Scan() {
+		log.Write(sc.Bytes())
+		log.WriteByte('\n')
+		if !hit && strings.Contains(sc.Text(), `"msg":"progress"`) {
+			onProgress(cmd)
+			hit = true
+		}
+	}
+	cmd.Wait()
+	return log.String(), cmd.ProcessState.ExitCode(), hit
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every test of the project. Starts the local real Kafka broker for the
+# integration tests unless COUPON_TEST_BROKERS names one, and stops it again
+# if it started it. With CI=true a broker that cannot start fails the run;
+# elsewhere, without Java, the integration tests skip and say how to run them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+kafka=hack/kafka-local/kafka-local.sh
+started=""
+if [[ -z "${COUPON_TEST_BROKERS:-}" ]]; then
+  if command -v java >/dev/null && command -v mvn >/dev/null; then
+    if ! "$kafka" status >/dev/null 2>&1; then
+      started=yes
+    fi
+    if brokers=$("$kafka" start | tail -n 1); then
+      export COUPON_TEST_BROKERS="$brokers"
+      # The broker is ours: the restart test may stop and start it.
+      COUPON_TEST_KAFKA_LOCAL="$(pwd)/$kafka"
+      export COUPON_TEST_KAFKA_LOCAL
+    elif [[ "${CI:-}" == "true" ]]; then
+      echo "test: the local Kafka broker did not start" >&2
+      exit 1
+    fi
+  elif [[ "${CI:-}" == "true" ]]; then
+    echo "test: CI=true needs Java and Maven for the real-broker tests" >&2
+    exit 1
+  else
+    echo "test: no java/mvn: the real-broker tests will skip (install Java 17 and Maven, or set COUPON_TEST_BROKERS)" >&2
+  fi
+fi
+stop_broker() { if [[ -n "$started" ]]; then "$kafka" stop || true; fi; }
+trap stop_broker EXIT
+
+echo "== producer: vet and tests (brokers: ${COUPON_TEST_BROKERS:-none})"
+go vet ./... && go test -count=1 ./...
+echo "== deployment: Dockerfile and compose checks"
+(cd hack/deploytest && go vet ./... && go test -count=1 ./...)

@@ -1,0 +1,206 @@
+package batch
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/couponpipeline/coupon-producer/pkg/extract"
+	"github.com/couponpipeline/coupon-producer/pkg/gen"
+	"github.com/couponpipeline/coupon-producer/pkg/publish"
+	"github.com/couponpipeline/coupon-producer/pkg/source"
+)
+
+func benchCodes(n int) [][]byte {
+	rng := rand.New(rand.NewPCG(9, 10))
+	cs := make([][]byte, n)
+	for i := range cs {
+		cs[i] = randomCode(rng)
+	}
+	return cs
+}
+
+// BenchmarkBatchAppend measures the per-code work of the hot path without
+// the lock: choosing the partition and appending the record.
+func BenchmarkBatchAppend(b *testing.B) {
+	cs := benchCodes(1 << 16)
+	bs := make([]*batch, 6)
+	for i := range bs {
+		bs[i] = newBatch(DefaultBatchMaxBytes)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		code := cs[i&(len(cs)-1)]
+		bt := bs[partitionFor(code, len(bs))]
+		if !bt.fits(len(code)) {
+			bt.buf, bt.n = bt.buf[:headerSize], 0
+		}
+		bt.add(code)
+	}
+}
+
+// BenchmarkStreamWrite measures Write as the extractor calls it, with a
+// stand-in for the sender that acknowledges every batch at once.
+func BenchmarkStreamWrite(b *testing.B) {
+	s := &Stream{
+		o:        Options{BatchMaxBytes: DefaultBatchMaxBytes, MaxBufferedBytes: DefaultMaxBufferedBytes},
+		writeCtx: context.Background(),
+		wake:     make(chan struct{}, 1),
+		parts:    make([]partition, 6),
+	}
+	s.space.L = &s.mu
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-s.wake:
+			}
+			s.mu.Lock()
+			for i := range s.parts {
+				for _, bt := range s.parts[i].queue {
+					s.release(bt)
+				}
+				s.parts[i].queue = s.parts[i].queue[:0]
+			}
+			s.mu.Unlock()
+		}
+	}()
+	cs := benchCodes(1 << 16)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := s.Write(cs[i&(len(cs)-1)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCompressSeal measures what the sender does to a full batch.
+func BenchmarkCompressSeal(b *testing.B) {
+	for _, name := range []string{"none", "lz4", "zstd", "snappy", "gzip"} {
+		b.Run(name, func(b *testing.B) {
+			codec, _ := compressor(name)
+			full := newBatch(DefaultBatchMaxBytes)
+			fill(full, rand.New(rand.NewPCG(11, 12)), 1<<20)
+			bt := newBatch(DefaultBatchMaxBytes)
+			var scratch bytes.Buffer
+			b.SetBytes(int64(len(full.buf)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				bt.buf, bt.n, bt.compressed = append(bt.buf[:0], full.buf...), full.n, false
+				bt.compress(codec, &scratch)
+				bt.seal()
+			}
+			b.ReportMetric(float64(len(bt.buf))/float64(len(full.buf)), "ratio")
+		})
+	}
+}
+
+// TestPublishFile publishes a whole coupon file to a real broker through the
+// producer's read path and this package, and reports wall time, CPU and
+// peak RSS. It runs only when COUPON_BENCH_BROKERS is set:
+//
+//	COUPON_BENCH_BROKERS=127.0.0.1:19092 COUPON_BENCH_FILE=couponbase1.gz \
+//	  go test -run TestPublishFile -v ./pkg/publish/batch/
+//
+// Without COUPON_BENCH_FILE it generates a 10M-line file first (run the
+// compiled test binary under /usr/bin/time for a peak RSS that excludes
+// the generator). COUPON_BENCH_TOPIC (default: a new topic of
+// COUPON_BENCH_PARTITIONS, 6), COUPON_BENCH_COMPRESSION, COUPON_BENCH_LINGER,
+// COUPON_BENCH_BATCH_BYTES and COUPON_BENCH_BUFFER_BYTES tune the run.
+func TestPublishFile(t *testing.T) {
+	brokers := os.Getenv("COUPON_BENCH_BROKERS")
+	if brokers == "" {
+		t.Skip("COUPON_BENCH_BROKERS is not set")
+	}
+	path := os.Getenv("COUPON_BENCH_FILE")
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "couponbase1.gz")
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := gen.WriteGzip(f, gen.Options{Seed: 1, File: 1, Lines: 10_000_000}); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	topic := envOr("COUPON_BENCH_TOPIC", fmt.Sprintf("bench-batch-%d", time.Now().UnixNano()))
+	partitions, _ := strconv.Atoi(envOr("COUPON_BENCH_PARTITIONS", "6"))
+	o := Options{Compression: envOr("COUPON_BENCH_COMPRESSION", "lz4"), Logger: quiet}
+	o.Linger, _ = time.ParseDuration(envOr("COUPON_BENCH_LINGER", "10ms"))
+	batchBytes, _ := strconv.Atoi(envOr("COUPON_BENCH_BATCH_BYTES", "0"))
+	o.BatchMaxBytes = int32(batchBytes)
+	o.MaxBufferedBytes, _ = strconv.Atoi(envOr("COUPON_BENCH_BUFFER_BYTES", "0"))
+
+	p, err := publish.New(publish.Config{
+		Brokers: strings.Split(brokers, ","), ClientID: "bench", Partitions: int32(partitions),
+		ReplicationFactor: -1, Compression: "lz4", BatchMaxBytes: 1 << 20, MaxBuffered: 1000,
+		ConnectTimeout: 10 * time.Second, Logger: quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	if err := p.EnsureTopic(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+
+	var before syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	start := time.Now()
+	src, err := source.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	s, err := New(ctx, p.Client(), topic, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := extract.New(s.Write)
+	err = source.Pump(ctx, src, 256<<10, 4, func(b []byte) error { _, err := ex.Write(b); return err })
+	if err == nil {
+		err = ex.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Finish(ctx)
+	wall := time.Since(start)
+	var after syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+	if err != nil || d.Delivered != ex.Stats().Codes {
+		t.Fatalf("delivery %+v of %d codes: %v", d, ex.Stats().Codes, err)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	t.Logf("batch buffers %d MiB; heap sys %d MiB, heap inuse %d MiB, total alloc %d MiB, gc %d, stack %d MiB, other %d MiB",
+		s.allocated>>20, ms.HeapSys>>20, ms.HeapInuse>>20, ms.TotalAlloc>>20, ms.NumGC, ms.StackSys>>20, (ms.Sys-ms.HeapSys-ms.StackSys)>>20)
+	cpu := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()) * time.Nanosecond
+	t.Logf("topic %s: %d codes in %s wall, %s cpu, peak rss %d MiB, %.0f codes/s",
+		topic, d.Delivered, wall.Round(time.Millisecond), cpu.Round(time.Millisecond),
+		after.Maxrss>>10, float64(d.Delivered)/wall.Seconds())
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,284 @@
+// Package run publishes one coupon file: it wires source -> extract -> sink,
+// reports progress, and logs one summary line with the file's accounting.
+package run
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/couponpipeline/coupon-producer/pkg/extract"
+	"github.com/couponpipeline/coupon-producer/pkg/metrics"
+	"github.com/couponpipeline/coupon-producer/pkg/publish"
+	"github.com/couponpipeline/coupon-producer/pkg/publish/batch"
+	"github.com/couponpipeline/coupon-producer/pkg/source"
+)
+
+// Sink receives the codes of one file.
+type Sink interface {
+	// Write takes one code; it must copy code to keep it.
+	Write(code []byte) error
+	// Finish waits for the codes written to be delivered, or ctx to end.
+	Finish(ctx context.Context) (publish.Delivery, error)
+}
+
+// Target opens a Sink for a topic.
+type Target interface {
+	Open(ctx context.Context, topic string) (Sink, error)
+}
+
+// Options tune a run.
+type Options struct {
+	ShutdownTimeout  time.Duration // flush time left after ctx ends
+	ProgressInterval time.Duration // 0: no progress logs
+	Logger           *slog.Logger
+	Metrics          *metrics.Metrics // nil: none
+}
+
+// Summary is the accounting of one file.
+type Summary struct {
+	File            string
+	Topic           string
+	CompressedBytes int64
+	Bytes           int64 // decompressed
+	Lines           int64
+	Codes           int64
+	Delivered       int64
+	Failed          int64
+	Duration        time.Duration
+}
+
+// CodesPerSecond is the rate of codes extracted over the whole run.
+func (s Summary) CodesPerSecond() float64 {
+	if s.Duration <= 0 {
+		return 0
+	}
+	return float64(s.Codes) / s.Duration.Seconds()
+}
+
+// Chunk sizes for decompressed reads: large enough to amortise the hand-off
+// between the decompressing goroutine and the extracting one, small enough
+// to keep memory flat.
+const (
+	chunkSize  = 256 << 10
+	chunkDepth = 4
+)
+
+// File publishes every code of the gzip file at path to topic. When ctx ends
+// (SIGINT/SIGTERM) it stops reading, gives the codes in flight
+// opts.ShutdownTimeout to be delivered, and returns context.Cause(ctx). The
+// error joins the read error (an *source.InputError for bad input) and the
+// delivery error (wrapping publish.ErrUndelivered), so the caller can map
+// each to its exit code.
+func File(ctx context.Context, path, topic string, target Target, opts Options) (Summary, error) {
+	var read chunkCounter
+	if m := opts.Metrics; m != nil {
+		read.codes, read.bytes = m.CodesRead.WithLabelValues(topic), m.CompressedBytes.WithLabelValues(topic)
+	}
+	sum, err := file(ctx, path, topic, target, opts, &read)
+	if m := opts.Metrics; m != nil {
+		m.CodesDelivered.WithLabelValues(topic).Add(float64(sum.Delivered))
+		m.CodesFailed.WithLabelValues(topic).Add(float64(sum.Failed))
+		m.FileDuration.WithLabelValues(topic).Observe(sum.Duration.Seconds())
+		m.Files.WithLabelValues(topic, result(ctx, err)).Inc()
+		if err == nil {
+			m.LastSuccess.WithLabelValues(topic).SetToCurrentTime()
+		}
+	}
+	return sum, err
+}
+
+// result is the files_total label of a file's outcome.
+func result(ctx context.Context, err error) string {
+	var input *source.InputError
+	switch {
+	case err == nil:
+		return "ok"
+	case ctx.Err() != nil:
+		return "interrupted"
+	case errors.As(err, &input):
+		return "input_error"
+	default:
+		return "kafka_error"
+	}
+}
+
+// chunkCounter feeds the read counters once per chunk, not once per code.
+type chunkCounter struct {
+	codes, bytes     prometheus.Counter
+	lastCodes, lastB int64
+}
+
+func (c *chunkCounter) update(codes, compressed int64) {
+	if c.codes == nil {
+		return
+	}
+	c.codes.Add(float64(codes - c.lastCodes))
+	c.bytes.Add(float64(compressed - c.lastB))
+	c.lastCodes, c.lastB = codes, compressed
+}
+
+func file(ctx context.Context, path, topic string, target Target, opts Options, read *chunkCounter) (Summary, error) {
+	start := time.Now()
+	log := opts.Logger.With("file", path, "topic", topic)
+	sum := Summary{File: path, Topic: topic}
+
+	src, err := source.Open(path)
+	if err != nil {
+		log.Error("cannot read file", "err", err)
+		return sum, err
+	}
+	defer src.Close()
+	sum.CompressedBytes = src.Size()
+
+	sink, err := target.Open(ctx, topic)
+	if err != nil {
+		log.Error("cannot publish", "err", err)
+		return sum, err
+	}
+
+	ex := extract.New(sink.Write)
+	var codes atomic.Int64
+	stopProgress := startProgress(log, opts.ProgressInterval, src, &codes, start)
+	readErr := source.Pump(ctx, src, chunkSize, chunkDepth, func(p []byte) error {
+		_, err := ex.Write(p)
+		codes.Store(ex.Stats().Codes)
+		read.update(ex.Stats().Codes, src.CompressedRead())
+		return err
+	})
+	if readErr == nil {
+		readErr = ex.Close()
+	}
+	read.update(ex.Stats().Codes, src.CompressedRead())
+	stopProgress()
+	if ctx.Err() != nil && errors.Is(readErr, ctx.Err()) {
+		readErr = context.Cause(ctx)
+		log.Warn("interrupted: flushing codes in flight", "timeout", opts.ShutdownTimeout, "cause", readErr)
+	}
+
+	flushCtx, cancel := shutdownContext(ctx, opts.ShutdownTimeout)
+	d, sinkErr := sink.Finish(flushCtx)
+	cancel()
+
+	st := ex.Stats()
+	sum.Bytes, sum.Lines, sum.Codes = st.Bytes, st.Lines, st.Codes
+	sum.Delivered, sum.Failed = d.Delivered, d.Failed
+	sum.Duration = time.Since(start)
+	err = errors.Join(readErr, sinkErr)
+	logSummary(log, sum, err)
+	return sum, err
+}
+
+// shutdownContext returns a context for the final flush: it is not canceled
+// with ctx, but ends timeout after ctx does.
+func shutdownContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	flushCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(timeout, cancel)
+		context.AfterFunc(flushCtx, func() { t.Stop() })
+	})
+	return flushCtx, func() { stop(); cancel() }
+}
+
+func logSummary(log *slog.Logger, s Summary, err error) {
+	attrs := []any{
+		"compressed_bytes", s.CompressedBytes, "bytes", s.Bytes, "lines", s.Lines,
+		"codes", s.Codes, "delivered", s.Delivered, "failed", s.Failed,
+		"duration", s.Duration.Round(time.Millisecond).String(), "codes_per_sec", int64(s.CodesPerSecond()),
+	}
+	if err != nil {
+		log.Error("file failed", append(attrs, "err", err)...)
+		return
+	}
+	log.Info("file done", attrs...)
+}
+
+func startProgress(log *slog.Logger, every time.Duration, src *source.File, codes *atomic.Int64, start time.Time) (stop func()) {
+	if every <= 0 {
+		return func() {}
+	}
+	t := time.NewTicker(every)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				read, size := src.CompressedRead(), src.Size()
+				elapsed := time.Since(start)
+				attrs := []any{"codes", codes.Load(), "codes_per_sec", int64(float64(codes.Load()) / elapsed.Seconds())}
+				if size > 0 && read > 0 {
+					eta := time.Duration(float64(elapsed) * float64(size-read) / float64(read))
+					attrs = append(attrs, "percent", fmt.Sprintf("%.1f", 100*float64(read)/float64(size)), "eta", eta.Round(time.Second))
+				}
+				log.Info("progress", attrs...)
+			}
+		}
+	}()
+	return func() {
+		t.Stop()
+		close(done)
+		<-finished
+	}
+}
+
+// Kafka is the Target that publishes to Kafka topics, creating them first.
+type Kafka struct {
+	P *publish.Publisher
+	// Batch, when set, selects the producer that encodes record batches
+	// itself (package batch); nil selects franz-go's record-at-a-time one.
+	Batch *batch.Options
+}
+
+// Open ensures the topic exists and starts a stream to it.
+func (k Kafka) Open(ctx context.Context, topic string) (Sink, error) {
+	if err := k.P.EnsureTopic(ctx, topic); err != nil {
+		return nil, err
+	}
+	if k.Batch == nil {
+		return k.P.Stream(ctx, topic), nil
+	}
+	s, err := batch.New(ctx, k.P.Client(), topic, *k.Batch)
+	if err != nil {
+		return nil, fmt.Errorf("start producing to %s: %w", topic, err)
+	}
+	return s, nil
+}
+
+// Lines is the dry-run Target: it writes each code and a newline to W.
+type Lines struct{ W io.Writer }
+
+// Open returns a Sink that writes to l.W whatever the topic.
+func (l Lines) Open(context.Context, string) (Sink, error) {
+	return &lineSink{w: bufio.NewWriterSize(l.W, 64<<10)}, nil
+}
+
+type lineSink struct {
+	w *bufio.Writer
+	n int64
+}
+
+func (s *lineSink) Write(code []byte) error {
+	s.w.Write(code)
+	s.n++
+	return s.w.WriteByte('\n')
+}
+
+func (s *lineSink) Finish(context.Context) (publish.Delivery, error) {
+	d := publish.Delivery{Sent: s.n, Delivered: s.n}
+	if err := s.w.Flush(); err != nil {
+		// What the buffer held is lost; it is not known how much of it.
+		return publish.Delivery{Sent: s.n, Failed: s.n}, fmt.Errorf("write codes: %w", err)
+	}
+	return d, nil
+}
