@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Report is what `report` prints, one JSON line.
@@ -71,7 +72,9 @@ func main() {
 	case "sleep-ignore-term":
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Println("sleeping, SIGTERM ignored")
-		select {}
+		for {
+			time.Sleep(time.Hour)
+		}
 	default:
 		fmt.Fprintf(os.Stderr, "unknown mode %q\n", os.Args[1])
 		os.Exit(2)
