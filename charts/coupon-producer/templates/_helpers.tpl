@@ -106,8 +106,8 @@ image (read-only root, data at /data), so they are not values.
 {{/* The producer's config file: keys are its long flag names. */}}
 {{- define "coupon-producer.configFile" -}}
 {{- $p := .Values.producer }}
-{{- $k := .Values.kafka }}
-{{- $dir := include "coupon-producer.configDir" . }}
+{{- $k := .Values.kafka -}}
+{{- $dir := include "coupon-producer.configDir" . -}}
 {{- $c := dict
   "brokers" $k.brokers
   "partitions" $p.partitions
@@ -165,7 +165,7 @@ image (read-only root, data at /data), so they are not values.
 
 {{/* Checks of values that the schema cannot express. */}}
 {{- define "coupon-producer.validate" -}}
-{{- $k := .Values.kafka }}
+{{- $k := .Values.kafka -}}
 {{- if and $k.sasl.mechanism (not $k.sasl.existingSecret) }}
 {{- fail "kafka.sasl.mechanism is set but kafka.sasl.existingSecret is empty: the password comes only from a Secret" }}
 {{- end }}
@@ -197,7 +197,7 @@ Environment of the producer container, shared by the CronJobs and the test
 hook. Call with (dict "root" $ "job" $job).
 */}}
 {{- define "coupon-producer.env" -}}
-{{- $job := .job }}
+{{- $job := .job -}}
 - name: COUPON_PRODUCER_CONFIG
   value: {{ printf "%s/config.yaml" (include "coupon-producer.configDir" .root) | quote }}
 - name: COUPON_FILE
@@ -228,7 +228,7 @@ hook. Call with (dict "root" $ "job" $job).
 
 {{/* Volume mounts of the producer container: all read-only. */}}
 {{- define "coupon-producer.volumeMounts" -}}
-{{- $dir := include "coupon-producer.configDir" . }}
+{{- $dir := include "coupon-producer.configDir" . -}}
 - name: config
   mountPath: {{ printf "%s/config.yaml" $dir }}
   subPath: config.yaml
@@ -253,7 +253,7 @@ hook. Call with (dict "root" $ "job" $job).
 
 {{/* Volumes of the pod: the ConfigMap, the data claim and the Kafka Secrets. */}}
 {{- define "coupon-producer.volumes" -}}
-{{- $k := .Values.kafka }}
+{{- $k := .Values.kafka -}}
 - name: config
   configMap:
     name: {{ include "coupon-producer.fullname" . }}
