@@ -73,7 +73,7 @@ func TestChartReadmeDocumentsEveryValue(t *testing.T) {
 	var schema struct {
 		Properties map[string]struct {
 			Properties           map[string]json.RawMessage `json:"properties"`
-			AdditionalProperties json.RawMessage `json:"additionalProperties"`
+			AdditionalProperties json.RawMessage            `json:"additionalProperties"`
 		} `json:"properties"`
 	}
 	if err := json.Unmarshal(schemaRaw, &schema); err != nil {
