@@ -717,7 +717,7 @@ func checkMetrics(t *testing.T, r *rendered) {
 			alerts[rl.Alert] = rl.Expr.String()
 		}
 	}
-	if !strings.Contains(alerts["CouponFileStale"], "> 108000") || !strings.Contains(alerts["CouponProducerJobFailed"], `job_name=~"coupon-producer-.+"`) {
+	if !strings.Contains(alerts["CouponFileStale"], `{job="coupon_producer", file=~"couponbase1\\.gz|couponbase2\\.gz|couponbase3\\.gz"}) > 108000`) || !strings.Contains(alerts["CouponProducerJobFailed"], `job_name=~"coupon-producer-.+"`) {
 		t.Errorf("alerts %v", alerts)
 	}
 	for name, cj := range r.cronJobs {
