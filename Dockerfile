@@ -31,10 +31,9 @@ LABEL org.opencontainers.image.title="coupon-producer" \
 
 COPY --from=build /out/coupon-producer /usr/local/bin/coupon-producer
 
-# Defaults for the compose network; flags and the environment override both.
-# Coupon files are mounted read-only at /data; name them in COUPON_FILES or as arguments.
-ENV KAFKA_BROKERS=kafka:9092 \
-    LOG_FORMAT=json
+# No ENV for the producer's settings: under flag > env > config file, an
+# image default would silently win over the config file a chart or compose
+# mounts. Logs are JSON whenever stderr is not a terminal.
 
 # The nonroot user of the base image, spelled numerically so that
 # runAsNonRoot checks can verify it without reading /etc/passwd.

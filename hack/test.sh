@@ -34,5 +34,5 @@ trap stop_broker EXIT
 
 echo "== producer: vet and tests (brokers: ${COUPON_TEST_BROKERS:-none})"
 go vet ./... && go test -count=1 ./...
-echo "== deployment: Dockerfile and compose checks"
+echo "== deployment: Dockerfile, compose, Helm chart and k8s/ checks"
 (cd hack/deploytest && go vet ./... && go test -count=1 ./...)
