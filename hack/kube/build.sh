@@ -8,7 +8,8 @@
 # The binaries go to a cache folder keyed by the Kubernetes version,
 # $HOME/.cache/coupon-producer/kube-<version>/bin unless COUPON_KUBE_BIN names
 # another; a stamp file there records what was built, so a second run with the
-# same versions does nothing. The last line printed is the bin folder.
+# same versions does nothing. The last line printed is the bin folder;
+# `build.sh --print-dir` only prints it, building nothing.
 #
 # A cold build takes several minutes on 2 cores (kube-apiserver dominates);
 # later runs reuse the Go build cache and the stamp.
@@ -23,6 +24,11 @@ bin=${COUPON_KUBE_BIN:-$HOME/.cache/coupon-producer/kube-$kube_version/bin}
 stamp="$bin/.stamp"
 want="kubernetes=$kube_version etcd=$etcd_version helm=$HELM_VERSION $(go env GOVERSION) $(sha256sum go.sum | cut -c1-16)"
 tools=(kube-apiserver kube-controller-manager kubectl etcd helm)
+
+if [[ "${1:-}" == "--print-dir" ]]; then
+  echo "$bin"
+  exit 0
+fi
 
 complete() {
   [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] || return 1
