@@ -31,10 +31,10 @@ LABEL org.opencontainers.image.title="coupon-producer" \
 
 COPY --from=build /out/coupon-producer /usr/local/bin/coupon-producer
 
-# Defaults for the compose network; flags and the environment override both.
-# Coupon files are mounted read-only at /data; name them in COUPON_FILES or as arguments.
-ENV KAFKA_BROKERS=kafka:9092 \
-    LOG_FORMAT=json
+# No ENV defaults: the environment outranks the config file, so a default
+# here would override the file the chart and compose mount at
+# /etc/coupon-producer/config.yaml (COUPON_PRODUCER_CONFIG). Coupon files are
+# mounted read-only at /data; the job names its file in COUPON_FILE.
 
 # The nonroot user of the base image, spelled numerically so that
 # runAsNonRoot checks can verify it without reading /etc/passwd.

@@ -478,3 +478,22 @@ func summaryLine(t *testing.T, stderr string) map[string]any {
 	t.Fatalf("no summary line in:\n%s", stderr)
 	return nil
 }
+
+// TestComposeConfigFileLoads loads the example config file that compose
+// mounts (and whose format the chart's ConfigMap follows) as compose does.
+func TestComposeConfigFileLoads(t *testing.T) {
+	cfg, err := filepath.Abs("../../hack/compose/coupon-producer.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runBinary(t, []string{"COUPON_PRODUCER_CONFIG=" + cfg, "COUPON_FILE=/data/couponbase1.gz"}, "--print-config")
+	if r.code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{`brokers: ["kafka:9092"] # from file ` + cfg, `file: "/data/couponbase1.gz" # from env COUPON_FILE`,
+		`log-format: "json" # from file ` + cfg} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("--print-config lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
