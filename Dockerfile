@@ -31,9 +31,10 @@ LABEL org.opencontainers.image.title="coupon-producer" \
 
 COPY --from=build /out/coupon-producer /usr/local/bin/coupon-producer
 
-# No ENV for the producer's settings: under flag > env > config file, an
-# image default would silently win over the config file a chart or compose
-# mounts. Logs are JSON whenever stderr is not a terminal.
+# No ENV defaults: the environment outranks the config file, so a default
+# here would override the file the chart and compose mount at
+# /etc/coupon-producer/config.yaml (COUPON_PRODUCER_CONFIG). Coupon files are
+# mounted read-only at /data; the job names its file in COUPON_FILE.
 
 # The nonroot user of the base image, spelled numerically so that
 # runAsNonRoot checks can verify it without reading /etc/passwd.

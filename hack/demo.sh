@@ -15,7 +15,7 @@ export KAFKA_BROKERS
 
 files=("$DATA"/couponbase1.gz "$DATA"/couponbase2.gz "$DATA"/couponbase3.gz)
 status=0
-bin/coupon-producer --log-format text "${files[@]}" || status=$?
+bin/coupon-producer --log-format console "${files[@]}" || status=$?
 
 echo "Records per topic, read back from Kafka at $KAFKA_BROKERS:"
 bin/topiccount couponbase1.gz couponbase2.gz couponbase3.gz || status=1

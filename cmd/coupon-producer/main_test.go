@@ -178,17 +178,21 @@ func TestUsageErrorsExit2(t *testing.T) {
 		args []string
 		want string
 	}{
-		"no file":              {nil, []string{"--dry-run"}, "no FILE"},
-		"unknown flag":         {nil, []string{"--nope", f}, "nope"},
-		"illegal topic":        {nil, []string{"--topic", "a/b", f}, `"a/b"`},
-		"dot topic":            {nil, []string{"--topic", "..", f}, `".."`},
-		"topic too long":       {nil, []string{"--topic", strings.Repeat("x", 250), f}, "249"},
-		"file name not topic":  {nil, []string{badName}, "bad name.gz"},
-		"topic with two files": {nil, []string{"--topic", "t", f, f}, "exactly one FILE"},
-		"bad env value":        {[]string{"KAFKA_PARTITIONS=many"}, []string{f}, "KAFKA_PARTITIONS"},
-		"bad compression":      {nil, []string{"--compression", "brotli", f}, "brotli"},
-		"bad schedule":         {nil, []string{"--schedule", "every day", "--dry-run", f}, "every day"},
-		"bad broker":           {[]string{"KAFKA_BROKERS=kafka"}, []string{f}, `"kafka"`},
+		"no file":               {nil, []string{"--dry-run"}, "no file given"},
+		"unknown flag":          {nil, []string{"--nope", f}, "nope"},
+		"illegal topic":         {nil, []string{"--topic", "a/b", f}, `"a/b"`},
+		"dot topic":             {nil, []string{"--topic", "..", f}, `".."`},
+		"topic too long":        {nil, []string{"--topic", strings.Repeat("x", 250), f}, "249"},
+		"file name not topic":   {nil, []string{badName}, "bad name.gz"},
+		"topic with two files":  {nil, []string{"--topic", "t", f, f}, "exactly one file"},
+		"bad env value":         {[]string{"KAFKA_PARTITIONS=many"}, []string{f}, "KAFKA_PARTITIONS"},
+		"bad compression":       {nil, []string{"--compression", "brotli", f}, "brotli"},
+		"bad schedule":          {nil, []string{"--schedule", "every day", "--dry-run", f}, "every day"},
+		"bad broker":            {[]string{"KAFKA_BROKERS=kafka"}, []string{f}, `"kafka"`},
+		"missing config file":   {[]string{"COUPON_PRODUCER_CONFIG=/nonexistent/config.yaml"}, []string{f}, "/nonexistent/config.yaml"},
+		"unknown config key":    {[]string{"COUPON_PRODUCER_CONFIG=" + writeConfig(t, "brokers: k:9092\nretries: 3\n")}, []string{f}, `unknown key "retries"`},
+		"zero delivery timeout": {nil, []string{"--delivery-timeout", "0s", f}, "delivery-timeout 0s"},
+		"password flag":         {nil, []string{"--sasl-password", "x", f}, "unknown flag: --sasl-password"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := runBinary(t, tc.env, tc.args...)
@@ -376,4 +380,120 @@ func httpGet(t *testing.T, url string) string {
 		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
 	}
 	return string(b)
+}
+
+func writeConfig(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(content), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const testPassword = "Pa55-never-printed"
+
+// TestPasswordNeverPrinted runs the binary every way that prints the
+// configuration or fails on it, with the password in the environment or
+// in a file: it appears in no output.
+func TestPasswordNeverPrinted(t *testing.T) {
+	f := writeGzip(t, "couponbase1.gz", "AAAAAAAA\n")
+	pwFile := writeConfig(t, testPassword+"\n")
+	sasl := []string{"KAFKA_SASL_MECHANISM=SCRAM-SHA-512", "KAFKA_SASL_USERNAME=user"}
+	for name, tc := range map[string]struct {
+		env  []string
+		args []string
+		code int
+	}{
+		"print-config env":  {append(sasl, "KAFKA_SASL_PASSWORD="+testPassword), []string{"--print-config", f}, 0},
+		"print-config file": {sasl, []string{"--print-config", "--sasl-password-file", pwFile, f}, 0},
+		"help":              {append(sasl, "KAFKA_SASL_PASSWORD="+testPassword), []string{"--help"}, 0},
+		"both sources":      {append(sasl, "KAFKA_SASL_PASSWORD="+testPassword), []string{"--sasl-password-file", pwFile, f}, 2},
+		"in config file": {[]string{"COUPON_PRODUCER_CONFIG=" + writeConfig(t, "sasl-password: "+testPassword+"\n")},
+			[]string{f}, 2},
+		"debug logs, unreachable broker": {append(sasl, "KAFKA_SASL_PASSWORD="+testPassword, "KAFKA_BROKERS=127.0.0.1:1", "LOG_LEVEL=debug"),
+			[]string{"--connect-timeout", "1s", f}, 1},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := runBinary(t, tc.env, tc.args...)
+			if r.code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", r.code, tc.code, r.stderr)
+			}
+			if strings.Contains(r.stdout+r.stderr, testPassword) {
+				t.Fatalf("the password appears in the output:\nstdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
+			}
+		})
+	}
+	r := runBinary(t, append(sasl, "KAFKA_SASL_PASSWORD="+testPassword), "--print-config", f)
+	if !strings.Contains(r.stdout, `sasl-password: "<redacted>" # from env KAFKA_SASL_PASSWORD`) {
+		t.Fatalf("--print-config does not show the password as redacted:\n%s", r.stdout)
+	}
+}
+
+// TestConfigFileAsMounted runs the binary as the chart and compose do: a
+// read-only config file named by COUPON_PRODUCER_CONFIG, the file in
+// COUPON_FILE, a flag over both.
+func TestConfigFileAsMounted(t *testing.T) {
+	f := writeGzip(t, "couponbase3.gz", "MOUNTED1\nMOUNTED2\n")
+	cfg := writeConfig(t, "dry-run: true\nlog-format: json\nprogress-interval: 0s\nclient-id: on\ntopic-config:\n  retention.ms: 1000\n")
+	env := []string{"COUPON_PRODUCER_CONFIG=" + cfg, "COUPON_FILE=" + f}
+	r := runBinary(t, env)
+	if r.code != 0 || r.stdout != "MOUNTED1\nMOUNTED2\n" {
+		t.Fatalf("exit %d, stdout %q; stderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, `"topic":"couponbase3.gz"`) || !strings.Contains(r.stderr, `"level":"info"`) {
+		t.Fatalf("want zap JSON logs naming the topic, got:\n%s", r.stderr)
+	}
+	s := summaryLine(t, r.stderr)
+	for _, k := range []string{"file", "topic", "compressed_bytes", "lines", "codes", "delivered", "failed", "duration", "codes_per_sec"} {
+		if _, ok := s[k]; !ok {
+			t.Errorf("summary lacks %s: %v", k, s)
+		}
+	}
+	if _, ok := s["duration"].(float64); !ok {
+		t.Errorf("duration %v is not a number of seconds", s["duration"])
+	}
+
+	p := runBinary(t, env, "--print-config", "--client-id", "flagged")
+	for _, want := range []string{`dry-run: true # from file ` + cfg, `file: "` + f + `" # from env COUPON_FILE`,
+		`client-id: "flagged" # from flag --client-id`, `retention.ms: "1000"`} {
+		if !strings.Contains(p.stdout, want) {
+			t.Errorf("--print-config lacks %q:\n%s", want, p.stdout)
+		}
+	}
+	if p.code != 0 {
+		t.Fatalf("--print-config exit %d", p.code)
+	}
+}
+
+// summaryLine finds the JSON summary line of a file in stderr.
+func summaryLine(t *testing.T, stderr string) map[string]any {
+	t.Helper()
+	for _, line := range strings.Split(stderr, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && (m["msg"] == "file done" || m["msg"] == "file failed") {
+			return m
+		}
+	}
+	t.Fatalf("no summary line in:\n%s", stderr)
+	return nil
+}
+
+// TestComposeConfigFileLoads loads the example config file that compose
+// mounts (and whose format the chart's ConfigMap follows) as compose does.
+func TestComposeConfigFileLoads(t *testing.T) {
+	cfg, err := filepath.Abs("../../hack/compose/coupon-producer.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runBinary(t, []string{"COUPON_PRODUCER_CONFIG=" + cfg, "COUPON_FILE=/data/couponbase1.gz"}, "--print-config")
+	if r.code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{`brokers: ["kafka:9092"] # from file ` + cfg, `file: "/data/couponbase1.gz" # from env COUPON_FILE`,
+		`log-format: "json" # from file ` + cfg} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("--print-config lacks %q:\n%s", want, r.stdout)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"maps"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/robfig/cron/v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // loadCompose loads the compose file the way `docker compose` does (schema
@@ -65,29 +67,25 @@ func sortedNames(services types.Services) []string {
 	return slices.Sorted(maps.Keys(services))
 }
 
-func TestComposeServicesAndProfiles(t *testing.T) {
-	all := loadCompose(t, nil, "*")
-	if got, want := sortedNames(all.Services), []string{"kafka", "producer", "redis", "scheduler"}; !slices.Equal(got, want) {
-		t.Errorf("services with every profile = %v, want %v", got, want)
-	}
+// producers are the producer services: one per coupon file, as the chart
+// has one CronJob per file.
+var producers = []string{"couponbase1", "couponbase2", "couponbase3"}
 
-	// `docker compose up -d` starts these; the one-shot producer waits for `run`.
+func TestComposeServices(t *testing.T) {
+	// `docker compose up -d` starts every service: no profiles.
 	def := loadCompose(t, nil)
-	if got, want := sortedNames(def.Services), []string{"kafka", "redis", "scheduler"}; !slices.Equal(got, want) {
-		t.Errorf("services without profiles = %v, want %v", got, want)
+	want := append([]string{}, producers...)
+	want = append(want, "kafka", "redis")
+	if got := sortedNames(def.Services); !slices.Equal(got, want) {
+		t.Errorf("services = %v, want %v", got, want)
 	}
-	if _, ok := def.DisabledServices["producer"]; !ok {
-		t.Errorf("producer is not disabled without profiles; disabled = %v", sortedNames(def.DisabledServices))
-	}
-
-	oneshot := loadCompose(t, nil, "oneshot")
-	if _, err := oneshot.GetService("producer"); err != nil {
-		t.Errorf("profile oneshot does not enable producer: %v", err)
+	if len(def.DisabledServices) != 0 {
+		t.Errorf("disabled services = %v, want none", sortedNames(def.DisabledServices))
 	}
 }
 
 func TestComposeKafka(t *testing.T) {
-	kafka := service(t, loadCompose(t, nil, "*"), "kafka")
+	kafka := service(t, loadCompose(t, nil), "kafka")
 
 	if !regexp.MustCompile(`^apache/kafka:4\.\d+`).MatchString(kafka.Image) {
 		t.Errorf("kafka image = %q, want apache/kafka:4.x", kafka.Image)
@@ -220,7 +218,7 @@ func checkListeners(t *testing.T, kafka types.ServiceConfig) {
 }
 
 func TestComposeRedis(t *testing.T) {
-	redis := service(t, loadCompose(t, nil, "*"), "redis")
+	redis := service(t, loadCompose(t, nil), "redis")
 	if !strings.HasPrefix(redis.Image, "redis:7") {
 		t.Errorf("redis image = %q, want redis:7*", redis.Image)
 	}
@@ -241,14 +239,13 @@ func TestComposeRedis(t *testing.T) {
 	}
 }
 
-// TestComposeProducerServices checks what the one-shot producer and the
-// scheduler share: the image, the broker address, the files and the hardening.
+// TestComposeProducerServices checks what the producers share: the image,
+// the mounted config file, their file, and the hardening.
 func TestComposeProducerServices(t *testing.T) {
-	p := loadCompose(t, nil, "*")
+	p := loadCompose(t, nil)
 	wantContext := abs(t, producerDir)
-	wantFiles := []string{"/data/couponbase1.gz", "/data/couponbase2.gz", "/data/couponbase3.gz"}
 
-	for _, name := range []string{"producer", "scheduler"} {
+	for _, name := range producers {
 		t.Run(name, func(t *testing.T) {
 			s := service(t, p, name)
 
@@ -262,17 +259,29 @@ func TestComposeProducerServices(t *testing.T) {
 				t.Errorf("dockerfile = %q, want Dockerfile", s.Build.Dockerfile)
 			}
 			if s.Image != "coupon-producer:local" {
-				t.Errorf("image = %q, want coupon-producer:local (producer and scheduler share one build)", s.Image)
+				t.Errorf("image = %q, want coupon-producer:local (the producers share one build)", s.Image)
 			}
 
-			if got, _ := env(s, "KAFKA_BROKERS"); got != "kafka:9092" {
-				t.Errorf("KAFKA_BROKERS = %q, want kafka:9092", got)
+			if got, _ := env(s, "COUPON_PRODUCER_CONFIG"); got != configTarget {
+				t.Errorf("COUPON_PRODUCER_CONFIG = %q, want %s", got, configTarget)
 			}
-			if got, _ := env(s, "LOG_FORMAT"); got != "json" {
-				t.Errorf("LOG_FORMAT = %q, want json", got)
+			if got, _ := env(s, "COUPON_FILE"); got != "/data/"+name+".gz" {
+				t.Errorf("COUPON_FILE = %q, want /data/%s.gz: one service per file", got, name)
 			}
-			if got, _ := env(s, "COUPON_FILES"); !slices.Equal(strings.Split(got, ","), wantFiles) {
-				t.Errorf("COUPON_FILES = %q, want %s", got, strings.Join(wantFiles, ","))
+			// The environment outranks the config file: what the shared
+			// file says must not be overridden per service.
+			for _, k := range []string{"KAFKA_BROKERS", "LOG_FORMAT", "KAFKA_COMPRESSION", "COUPON_FILES", "KAFKA_TOPIC", "KAFKA_SASL_PASSWORD"} {
+				if _, ok := s.Environment[k]; ok {
+					t.Errorf("environment sets %s; it belongs in the shared config file (or, for the password, a secret)", k)
+				}
+			}
+
+			cfg := mountAt(t, s, configTarget)
+			if cfg.Type != types.VolumeTypeBind || !cfg.ReadOnly {
+				t.Errorf("%s mount = %+v, want a read-only bind", configTarget, cfg)
+			}
+			if want := abs(t, configFile); cfg.Source != want {
+				t.Errorf("%s source = %q, want %q", configTarget, cfg.Source, want)
 			}
 
 			data := dataMount(t, s)
@@ -293,6 +302,9 @@ func TestComposeProducerServices(t *testing.T) {
 			if !s.ReadOnly {
 				t.Errorf("read_only is false; the container root filesystem should be read-only")
 			}
+			if len(s.Tmpfs) != 0 {
+				t.Errorf("tmpfs = %v; the producer writes nothing, not even to /tmp, as in the chart's pods", s.Tmpfs)
+			}
 			if !slices.ContainsFunc(s.CapDrop, func(c string) bool { return strings.EqualFold(c, "ALL") }) {
 				t.Errorf("cap_drop = %v, want ALL", s.CapDrop)
 			}
@@ -304,6 +316,45 @@ func TestComposeProducerServices(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestComposeConfigFile checks the shared config file: a YAML mapping of
+// the producer's keys for the compose network, without secrets. (The
+// producer's own tests check that it loads the file.)
+func TestComposeConfigFile(t *testing.T) {
+	b, err := os.ReadFile(configFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%s: %v", configFile, err)
+	}
+	brokers, _ := m["brokers"].([]any)
+	if len(brokers) != 1 || brokers[0] != "kafka:9092" {
+		t.Errorf("brokers = %v, want [kafka:9092], the broker on the compose network", m["brokers"])
+	}
+	for k := range m {
+		if secretName.MatchString(k) && k != "sasl-password-file" {
+			t.Errorf("config file holds %s: secrets come from the environment or a mounted secret file", k)
+		}
+	}
+	for _, k := range []string{"file", "schedule"} {
+		if _, ok := m[k]; ok {
+			t.Errorf("config file sets %s: it differs per service and belongs in the service's environment", k)
+		}
+	}
+}
+
+func mountAt(t *testing.T, s types.ServiceConfig, target string) types.ServiceVolumeConfig {
+	t.Helper()
+	for _, v := range s.Volumes {
+		if v.Target == target {
+			return v
+		}
+	}
+	t.Fatalf("%s has no volume at %s; volumes = %+v", s.Name, target, s.Volumes)
+	return types.ServiceVolumeConfig{}
 }
 
 func dataMount(t *testing.T, s types.ServiceConfig) types.ServiceVolumeConfig {
@@ -325,42 +376,27 @@ func nonRootUser(u string) bool {
 	return m != nil && strings.TrimLeft(m[1], "0") != ""
 }
 
-func TestComposeProducerIsOneShot(t *testing.T) {
-	producer := service(t, loadCompose(t, nil, "*"), "producer")
-	if producer.Restart != "" && producer.Restart != types.RestartPolicyNo {
-		t.Errorf("producer restart = %q, want \"no\": it publishes once and exits", producer.Restart)
-	}
-	if !slices.Contains(producer.Profiles, "oneshot") {
-		t.Errorf("producer profiles = %v, want oneshot", producer.Profiles)
-	}
-	if _, ok := env(producer, "SCHEDULE"); ok {
-		t.Errorf("producer sets SCHEDULE; it would run as a scheduler and never exit")
-	}
-}
-
-func TestComposeScheduler(t *testing.T) {
-	s := service(t, loadCompose(t, nil), "scheduler")
-
-	if s.Restart != types.RestartPolicyUnlessStopped {
-		t.Errorf("scheduler restart = %q, want unless-stopped", s.Restart)
-	}
-	if len(s.Profiles) != 0 {
-		t.Errorf("scheduler profiles = %v, want none so that `up` starts it", s.Profiles)
-	}
-	if s.StopGracePeriod == nil || time.Duration(*s.StopGracePeriod) < 10*time.Second {
-		t.Errorf("scheduler stop_grace_period = %v, want at least 10s to flush in-flight records", s.StopGracePeriod)
-	}
-
-	sched, _ := env(s, "SCHEDULE")
-	if len(strings.Fields(sched)) != 5 {
-		t.Errorf("default SCHEDULE = %q, want a 5-field cron expression", sched)
-	}
-	if _, err := cron.ParseStandard(sched); err != nil {
-		t.Errorf("default SCHEDULE %q does not parse: %v", sched, err)
-	}
-	tz, _ := env(s, "SCHEDULE_TZ")
-	if _, err := time.LoadLocation(tz); err != nil || tz == "" {
-		t.Errorf("default SCHEDULE_TZ = %q, want a time zone name: %v", tz, err)
+func TestComposeSchedules(t *testing.T) {
+	p := loadCompose(t, nil)
+	for _, name := range producers {
+		s := service(t, p, name)
+		if s.Restart != types.RestartPolicyUnlessStopped {
+			t.Errorf("%s restart = %q, want unless-stopped", name, s.Restart)
+		}
+		if s.StopGracePeriod == nil || time.Duration(*s.StopGracePeriod) < 10*time.Second {
+			t.Errorf("%s stop_grace_period = %v, want at least 10s to flush in-flight records", name, s.StopGracePeriod)
+		}
+		sched, _ := env(s, "SCHEDULE")
+		if len(strings.Fields(sched)) != 5 {
+			t.Errorf("%s default SCHEDULE = %q, want a 5-field cron expression", name, sched)
+		}
+		if _, err := cron.ParseStandard(sched); err != nil {
+			t.Errorf("%s default SCHEDULE %q does not parse: %v", name, sched, err)
+		}
+		tz, _ := env(s, "SCHEDULE_TZ")
+		if _, err := time.LoadLocation(tz); err != nil || tz == "" {
+			t.Errorf("%s default SCHEDULE_TZ = %q, want a time zone name: %v", name, tz, err)
+		}
 	}
 }
 
@@ -379,20 +415,23 @@ func TestComposeSchedulerEnvOverrides(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := service(t, loadCompose(t, tt.env), "scheduler")
-			if got, _ := env(s, "SCHEDULE"); got != tt.wantSchedule {
-				t.Errorf("SCHEDULE = %q, want %q", got, tt.wantSchedule)
-			}
-			if got, _ := env(s, "SCHEDULE_TZ"); got != tt.wantTZ {
-				t.Errorf("SCHEDULE_TZ = %q, want %q", got, tt.wantTZ)
+			p := loadCompose(t, tt.env)
+			for _, name := range producers {
+				s := service(t, p, name)
+				if got, _ := env(s, "SCHEDULE"); got != tt.wantSchedule {
+					t.Errorf("%s SCHEDULE = %q, want %q", name, got, tt.wantSchedule)
+				}
+				if got, _ := env(s, "SCHEDULE_TZ"); got != tt.wantTZ {
+					t.Errorf("%s SCHEDULE_TZ = %q, want %q", name, got, tt.wantTZ)
+				}
 			}
 		})
 	}
 }
 
 func TestComposeCouponDataDir(t *testing.T) {
-	p := loadCompose(t, map[string]string{"COUPON_DATA_DIR": "/srv/coupons"}, "*")
-	for _, name := range []string{"producer", "scheduler"} {
+	p := loadCompose(t, map[string]string{"COUPON_DATA_DIR": "/srv/coupons"})
+	for _, name := range producers {
 		data := dataMount(t, service(t, p, name))
 		if data.Source != "/srv/coupons" {
 			t.Errorf("%s /data source = %q with COUPON_DATA_DIR=/srv/coupons", name, data.Source)

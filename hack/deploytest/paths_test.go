@@ -12,6 +12,8 @@ const (
 	producerDir    = "../.."
 	dockerfilePath = "../../Dockerfile"
 	dockerignore   = "../../.dockerignore"
+	configFile     = "../../hack/compose/coupon-producer.yaml" // the shared example config file
+	configTarget   = "/etc/coupon-producer/config.yaml"        // where compose and the chart mount it
 )
 
 // abs resolves a path relative to this package and fails the test if it cannot.

@@ -2,90 +2,114 @@ package config
 
 import (
 	"fmt"
-	"log/slog"
-	"maps"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"go.uber.org/zap/zapcore"
 )
 
-type stringValue string
-
-func (v *stringValue) Set(s string) error { *v = stringValue(s); return nil }
-func (v *stringValue) String() string     { return string(*v) }
-
-type intValue int
-
-func (v *intValue) Set(s string) error {
-	n, err := strconv.Atoi(strings.TrimSpace(s))
+// decode types raw, a key's value as viper found it, into dst, a pointer to
+// the key's field. raw is a string (flag, environment, config file, default),
+// a list of strings (a repeated flag, a YAML sequence or mapping) or a bool
+// (a boolean flag, which pflag has already parsed). Every source goes
+// through here, so a bad value gets the same message wherever it came from.
+func decode(kd kind, raw any, dst any) error {
+	switch d := dst.(type) {
+	case *[]string:
+		*d = list(raw)
+		return nil
+	case *map[string]string:
+		m := map[string]string{}
+		for _, kv := range list(raw) {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || strings.TrimSpace(k) == "" {
+				return fmt.Errorf("%q is not key=value", kv)
+			}
+			m[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+		*d = m
+		return nil
+	}
+	s, err := scalar(raw)
 	if err != nil {
-		return fmt.Errorf("%q is not an integer", s)
+		return err
 	}
-	*v = intValue(n)
+	switch d := dst.(type) {
+	case *string:
+		*d = s
+	case *int:
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("not an integer")
+		}
+		*d = n
+	case *bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("not a boolean: write true or false")
+		}
+		*d = b
+	case *time.Duration:
+		v, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("not a duration such as 500ms, 30s or 2m")
+		}
+		*d = v
+	case *zapcore.Level:
+		switch l := strings.ToLower(strings.TrimSpace(s)); l {
+		case "debug", "info", "warn", "error":
+			*d, _ = zapcore.ParseLevel(l)
+		default:
+			return fmt.Errorf("not debug, info, warn or error")
+		}
+	default:
+		return fmt.Errorf("no decoder for kind %d", kd) // a key table mistake
+	}
 	return nil
 }
-func (v *intValue) String() string { return strconv.Itoa(int(*v)) }
 
-type boolValue bool
-
-func (v *boolValue) Set(s string) error {
-	b, err := strconv.ParseBool(strings.TrimSpace(s))
-	if err != nil {
-		return fmt.Errorf("%q is not a boolean (true or false)", s)
+// scalar returns a single value as text.
+func scalar(raw any) (string, error) {
+	switch v := raw.(type) {
+	case string:
+		return v, nil
+	case bool:
+		return strconv.FormatBool(v), nil
+	case []string:
+		return "", fmt.Errorf("want one value, got a list")
+	case nil:
+		return "", nil
 	}
-	*v = boolValue(b)
+	return "", fmt.Errorf("unexpected %T", raw)
+}
+
+// list returns a list value: a string is split at commas.
+func list(raw any) []string {
+	switch v := raw.(type) {
+	case string:
+		return splitList(v)
+	case []string:
+		var out []string
+		for _, e := range v {
+			if e = strings.TrimSpace(e); e != "" {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
 	return nil
 }
-func (v *boolValue) String() string   { return strconv.FormatBool(bool(*v)) }
-func (v *boolValue) IsBoolFlag() bool { return true }
 
-type durationValue time.Duration
-
-func (v *durationValue) Set(s string) error {
-	d, err := time.ParseDuration(strings.TrimSpace(s))
-	if err != nil {
-		return fmt.Errorf("%q is not a duration such as 30s or 2m", s)
+// show quotes a value for a message.
+func show(v any) string {
+	switch v := v.(type) {
+	case string:
+		return strconv.Quote(v)
+	case []string:
+		return strconv.Quote(strings.Join(v, ","))
+	case time.Duration:
+		return v.String()
 	}
-	*v = durationValue(d)
-	return nil
+	return fmt.Sprint(v)
 }
-func (v *durationValue) String() string { return time.Duration(*v).String() }
-
-type listValue []string
-
-func (v *listValue) Set(s string) error {
-	*v = splitList(s)
-	return nil
-}
-func (v *listValue) String() string { return strings.Join(*v, ",") }
-
-type mapValue map[string]string
-
-func (v *mapValue) Set(s string) error {
-	k, val, ok := strings.Cut(s, "=")
-	if !ok || strings.TrimSpace(k) == "" {
-		return fmt.Errorf("%q is not key=value", s)
-	}
-	(*v)[strings.TrimSpace(k)] = val
-	return nil
-}
-func (v *mapValue) String() string {
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(*v)) {
-		parts = append(parts, k+"="+(*v)[k])
-	}
-	return strings.Join(parts, ",")
-}
-
-type levelValue slog.Level
-
-func (v *levelValue) Set(s string) error {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(strings.TrimSpace(s))); err != nil {
-		return fmt.Errorf("%q is not debug, info, warn or error", s)
-	}
-	*v = levelValue(l)
-	return nil
-}
-func (v *levelValue) String() string { return strings.ToLower(slog.Level(*v).String()) }

@@ -1,6 +1,6 @@
-// Package kafkatest holds the helpers that the producer engines' tests share:
-// test codes, broker errors injected into a kfake cluster, and reading a
-// topic back exactly.
+// Package kafkatest holds the helpers of the engine's kfake tests: test
+// codes, broker errors injected into a kfake cluster, and reading a topic
+// back exactly.
 package kafkatest
 
 import (

@@ -6,10 +6,11 @@ package metrics
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"net/http"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -62,7 +63,7 @@ func New() *Metrics {
 
 // Serve serves /metrics and /healthz on addr until ctx ends. It returns once
 // the listener is open, so that a bad address is reported at start.
-func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) error {
+func (m *Metrics) Serve(ctx context.Context, addr string, log *zap.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -73,7 +74,7 @@ func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) erro
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server stopped", "err", err)
+			log.Error("metrics server stopped", zap.NamedError("err", err))
 		}
 	}()
 	context.AfterFunc(ctx, func() {
@@ -81,6 +82,6 @@ func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) erro
 		defer cancel()
 		srv.Shutdown(shut)
 	})
-	log.Info("serving metrics", "addr", ln.Addr().String())
+	log.Info("serving metrics", zap.String("addr", ln.Addr().String()))
 	return nil
 }

@@ -1,88 +1,57 @@
-// Package publish sends codes to Kafka and accounts for every one of them.
-//
-// Each code becomes one record whose key and value are both the code, so the
-// default partitioner (murmur2 of the key, as in the Java client) places equal
-// codes in the same partition. Records are produced asynchronously by an
-// idempotent franz-go client with acks=all; every acknowledgement and every
-// failure is counted, and Stream.Finish reports whether all were delivered.
+// Package publish is the producer's connection to a Kafka cluster: one
+// franz-go client shared by the files of a run, configured for TLS and SASL,
+// and the admin steps before a file is produced (reach a broker, create the
+// topic). Producing itself is the engine's (package publish/batch), which
+// sends its requests through Client.
 package publish
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/plugin/kslog"
+	"github.com/twmb/franz-go/plugin/kzap"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/couponpipeline/coupon-producer/pkg/kafka"
 )
 
-// Config is how to reach Kafka and how to produce.
+// Config is how to reach Kafka and how to create topics.
 type Config struct {
 	Brokers           []string
 	ClientID          string
 	Partitions        int32             // for topics this client creates
 	ReplicationFactor int16             // -1: the broker's default.replication.factor
 	TopicConfigs      map[string]string // for topics this client creates
-	Compression       string            // none, gzip, snappy, lz4 or zstd
-	Linger            time.Duration
-	BatchMaxBytes     int32
-	MaxBuffered       int // records in flight or waiting, across partitions
 	ConnectTimeout    time.Duration
-	DeliveryTimeout   time.Duration // 0: retry until Finish's context ends
-	Extra             []kgo.Opt     // security options (TLS, SASL)
-	Logger            *slog.Logger
+	Security          Security
+	Logger            *zap.Logger // nil: no logs
 }
 
 // clientLogger is the logger franz-go logs through: its informational lines
-// (metadata updates, flushing) are noise next to the producer's own, so they
-// show only when the producer's logger is at debug level.
-func clientLogger(l *slog.Logger) *slog.Logger {
-	if l.Enabled(context.Background(), slog.LevelDebug) {
-		return l
+// (metadata updates, connections) are noise next to the producer's own, so
+// they show only when the producer logs at debug level; its warnings and
+// errors always show.
+func clientLogger(l *zap.Logger) kgo.Logger {
+	level := kgo.LogLevelWarn
+	if l.Core().Enabled(zapcore.DebugLevel) {
+		level = kgo.LogLevelDebug
 	}
-	return slog.New(minLevel{l.Handler(), slog.LevelWarn})
+	return kzap.New(l.Named("kgo"), kzap.Level(level))
 }
-
-type minLevel struct {
-	slog.Handler
-	min slog.Level
-}
-
-func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.min && h.Handler.Enabled(ctx, l)
-}
-
-func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
-	return minLevel{h.Handler.WithAttrs(as), h.min}
-}
-
-func (h minLevel) WithGroup(name string) slog.Handler {
-	return minLevel{h.Handler.WithGroup(name), h.min}
-}
-
-// Codecs maps the --compression names to franz-go codecs.
-var Codecs = map[string]kgo.CompressionCodec{
-	"none":   kgo.NoCompression(),
-	"gzip":   kgo.GzipCompression(),
-	"snappy": kgo.SnappyCompression(),
-	"lz4":    kgo.Lz4Compression(),
-	"zstd":   kgo.ZstdCompression(),
-}
-
-// ErrUndelivered is returned by Finish when some codes were not acknowledged.
-var ErrUndelivered = errors.New("codes not delivered")
 
 // Publisher is a connection to a Kafka cluster shared by the files of a run.
 type Publisher struct {
 	cfg    Config
+	log    *zap.Logger
 	client *kgo.Client
 	adm    *kadm.Client
 
@@ -90,33 +59,31 @@ type Publisher struct {
 	connectErr  error
 }
 
-// New builds a publisher. It does not touch the network: Connect does.
+// New builds a publisher. It reads the TLS files but does not touch the
+// network: Connect does.
 func New(cfg Config) (*Publisher, error) {
-	codec, ok := Codecs[cfg.Compression]
-	if !ok {
-		return nil, fmt.Errorf("unknown compression %q", cfg.Compression)
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	sec, err := cfg.Security.opts(log)
+	if err != nil {
+		return nil, err
 	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
+		// The engine's idempotent producer needs every in-sync replica's
+		// acknowledgement, and franz-go rewrites the acks of a raw produce
+		// request to the client's.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerBatchCompression(codec),
-		kgo.ProducerLinger(cfg.Linger),
-		kgo.ProducerBatchMaxBytes(cfg.BatchMaxBytes),
-		kgo.MaxBufferedRecords(cfg.MaxBuffered),
-		// murmur2 of the key: the Java client's default partitioner.
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		kgo.WithLogger(kslog.New(clientLogger(cfg.Logger))),
+		kgo.WithLogger(clientLogger(log)),
 	}
-	if cfg.DeliveryTimeout > 0 {
-		opts = append(opts, kgo.RecordDeliveryTimeout(cfg.DeliveryTimeout))
-	}
-	opts = append(opts, cfg.Extra...)
-	client, err := kgo.NewClient(opts...)
+	client, err := kgo.NewClient(append(opts, sec...)...)
 	if err != nil {
 		return nil, err
 	}
-	return &Publisher{cfg: cfg, client: client, adm: kadm.NewClient(client)}, nil
+	return &Publisher{cfg: cfg, log: log, client: client, adm: kadm.NewClient(client)}, nil
 }
 
 // Connect checks that a broker answers within ConnectTimeout. It dials only
@@ -127,18 +94,18 @@ func (p *Publisher) Connect(ctx context.Context) error {
 		defer cancel()
 		// A broker that is still starting refuses connections: keep trying
 		// until the timeout, as a container started next to Kafka needs.
-		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		for attempt := 1; ; attempt++ {
 			err := p.client.Ping(ctx)
 			if err == nil {
 				return
 			}
-			p.cfg.Logger.Debug("brokers not reachable yet", "brokers", p.cfg.Brokers, "err", err)
+			p.log.Debug("brokers not reachable yet", zap.Strings("brokers", p.cfg.Brokers), zap.NamedError("err", err))
 			select {
 			case <-ctx.Done():
 				p.connectErr = fmt.Errorf("cannot reach Kafka at %s within %s: %w",
 					strings.Join(p.cfg.Brokers, ","), p.cfg.ConnectTimeout, err)
 				return
-			case <-time.After(backoff):
+			case <-time.After(kafka.Backoff(attempt)):
 			}
 		}
 	})
@@ -177,38 +144,30 @@ func (p *Publisher) EnsureTopic(ctx context.Context, topic string) error {
 	case err != nil:
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	default:
-		p.cfg.Logger.Info("created topic", "topic", topic, "partitions", resp.NumPartitions,
-			"replication_factor", resp.ReplicationFactor)
+		p.log.Info("created topic", zap.String("topic", topic), zap.Int32("partitions", resp.NumPartitions),
+			zap.Int16("replication_factor", resp.ReplicationFactor))
 	}
 	return p.waitLeaders(ctx, topic)
 }
 
 // waitLeaders polls metadata until every partition of topic has a leader, so
-// that the first records are not failed as produced to an unknown topic. It
-// asks the brokers directly: kadm answers from a cache that still holds the
-// topic as unknown for a few seconds.
+// that the first batches are not refused for an unknown topic.
 func (p *Publisher) waitLeaders(ctx context.Context, topic string) error {
-	req := kmsg.NewPtrMetadataRequest()
-	rt := kmsg.NewMetadataRequestTopic()
-	rt.Topic = kmsg.StringPtr(topic)
-	req.Topics = append(req.Topics, rt)
-	for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		if resp, err := req.RequestWith(ctx, p.client); err == nil && allLed(resp) {
+	for attempt := 1; ; attempt++ {
+		t, err := kafka.TopicMetadata(ctx, p.client, topic)
+		if err == nil && allLed(t) {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("topic %s has no leader for every partition: %w", topic, ctx.Err())
-		case <-time.After(backoff):
+		case <-time.After(kafka.Backoff(attempt)):
 		}
 	}
 }
 
-func allLed(resp *kmsg.MetadataResponse) bool {
-	if len(resp.Topics) != 1 || resp.Topics[0].ErrorCode != 0 || len(resp.Topics[0].Partitions) == 0 {
-		return false
-	}
-	for _, pd := range resp.Topics[0].Partitions {
+func allLed(t *kmsg.MetadataResponseTopic) bool {
+	for _, pd := range t.Partitions {
 		if pd.ErrorCode != 0 || pd.Leader < 0 {
 			return false
 		}
@@ -216,112 +175,9 @@ func allLed(resp *kmsg.MetadataResponse) bool {
 	return true
 }
 
-// PartitionCount returns the number of partitions of topic.
-func (p *Publisher) PartitionCount(ctx context.Context, topic string) (int, error) {
-	details, err := p.adm.ListTopics(ctx, topic)
-	if err != nil {
-		return 0, err
-	}
-	d, ok := details[topic]
-	if !ok {
-		return 0, kerr.UnknownTopicOrPartition
-	}
-	return len(d.Partitions), d.Err
-}
-
-// Client returns the publisher's franz-go client, for producers that build
-// their own requests (package batch). It is configured with acks=all.
+// Client returns the publisher's franz-go client, for the engine, which
+// builds its own produce requests. It is configured with acks=all.
 func (p *Publisher) Client() *kgo.Client { return p.client }
 
-// Close flushes nothing: call Stream.Finish first. Records still buffered
-// are failed, and their promises run before Close returns.
+// Close closes the connections. Finish the engine's streams first.
 func (p *Publisher) Close() { p.client.Close() }
-
-// Stream produces the codes of one file to one topic.
-type Stream struct {
-	p      *Publisher
-	topic  string
-	ctx    context.Context
-	arena  []byte
-	sent   atomic.Int64
-	acked  atomic.Int64
-	failed atomic.Int64
-
-	errMu    sync.Mutex
-	firstErr error
-
-	promise func(*kgo.Record, error)
-}
-
-// arenaSize is the size of each block the codes are copied into. A block is
-// freed once no buffered record points into it.
-const arenaSize = 64 << 10
-
-var recordPool = sync.Pool{New: func() any { return new(kgo.Record) }}
-
-// Stream starts producing to topic. Produce calls that wait for buffer space
-// give up when ctx ends, and the codes they carry count as failed.
-func (p *Publisher) Stream(ctx context.Context, topic string) *Stream {
-	s := &Stream{p: p, topic: topic, ctx: ctx}
-	s.promise = s.done
-	return s
-}
-
-// Write produces one code. It copies code, so the caller may reuse its
-// buffer at once. It blocks while the client buffers MaxBuffered records.
-func (s *Stream) Write(code []byte) error {
-	if len(s.arena) < len(code) {
-		s.arena = make([]byte, arenaSize)
-	}
-	n := copy(s.arena, code)
-	owned := s.arena[:n:n]
-	s.arena = s.arena[n:]
-
-	r := recordPool.Get().(*kgo.Record)
-	r.Topic = s.topic
-	r.Key = owned
-	r.Value = owned
-	s.sent.Add(1)
-	s.p.client.Produce(s.ctx, r, s.promise)
-	return nil
-}
-
-func (s *Stream) done(r *kgo.Record, err error) {
-	if err != nil {
-		if s.failed.Add(1) == 1 {
-			s.errMu.Lock()
-			s.firstErr = err
-			s.errMu.Unlock()
-		}
-	} else {
-		s.acked.Add(1)
-	}
-	*r = kgo.Record{}
-	recordPool.Put(r)
-}
-
-// Delivery counts the fate of a stream's codes.
-type Delivery struct {
-	Sent      int64 // handed to the client
-	Delivered int64 // acknowledged by the broker
-	Failed    int64 // failed, or not acknowledged when Finish returned
-}
-
-// Finish waits until every code written is acknowledged or failed, or ctx
-// ends. A code not acknowledged by then counts as failed. The error wraps
-// ErrUndelivered and the first delivery error when any code failed.
-func (s *Stream) Finish(ctx context.Context) (Delivery, error) {
-	flushErr := s.p.client.Flush(ctx)
-	d := Delivery{Sent: s.sent.Load(), Delivered: s.acked.Load()}
-	d.Failed = d.Sent - d.Delivered
-	if d.Failed == 0 {
-		return d, nil
-	}
-	s.errMu.Lock()
-	cause := s.firstErr
-	s.errMu.Unlock()
-	if cause == nil {
-		cause = flushErr
-	}
-	return d, fmt.Errorf("%d of %d %w to topic %s: %w", d.Failed, d.Sent, ErrUndelivered, s.topic, cause)
-}

@@ -2,24 +2,24 @@ package publish
 
 import (
 	"context"
-	"errors"
-	"io"
-	"log/slog"
-	"slices"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
-
-	"github.com/couponpipeline/coupon-producer/pkg/kafkatest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
-
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func testConfig(brokers []string) Config {
 	return Config{
@@ -28,13 +28,7 @@ func testConfig(brokers []string) Config {
 		Partitions:        3,
 		ReplicationFactor: -1,
 		TopicConfigs:      map[string]string{"retention.ms": "3600000"},
-		Compression:       "lz4",
-		Linger:            5 * time.Millisecond,
-		BatchMaxBytes:     1 << 20,
-		MaxBuffered:       1000,
 		ConnectTimeout:    5 * time.Second,
-		DeliveryTimeout:   10 * time.Second,
-		Logger:            quiet,
 	}
 }
 
@@ -58,175 +52,58 @@ func newPublisher(t *testing.T, cfg Config) *Publisher {
 	return p
 }
 
-// publishAll writes every code through one reused buffer, as the extractor
-// does, and finishes the stream.
-func publishAll(t *testing.T, p *Publisher, topic string, cs [][]byte, finishCtx context.Context) (Delivery, error) {
-	t.Helper()
+func TestEnsureTopicCreates(t *testing.T) {
+	c := newCluster(t)
+	core, logs := observer.New(zap.InfoLevel)
+	cfg := testConfig(c.ListenAddrs())
+	cfg.Logger = zap.New(core)
+	p := newPublisher(t, cfg)
 	ctx := context.Background()
-	if err := p.EnsureTopic(ctx, topic); err != nil {
+	if err := p.EnsureTopic(ctx, "couponbase1.gz"); err != nil {
 		t.Fatal(err)
 	}
-	s := p.Stream(ctx, topic)
-	buf := make([]byte, 0, 16)
-	for _, c := range cs {
-		buf = append(buf[:0], c...)
-		if err := s.Write(buf); err != nil {
-			t.Fatal(err)
-		}
-		clear(buf[:cap(buf)]) // the stream must have copied the code
-	}
-	return s.Finish(finishCtx)
-}
-
-func TestPublishEveryCode(t *testing.T) {
-	c := newCluster(t)
-	brokers := c.ListenAddrs()
-	p := newPublisher(t, testConfig(brokers))
-	cs := kafkatest.Codes(5000)
-	d, err := publishAll(t, p, "couponbase1.gz", cs, context.Background())
+	adm := kadm.NewClient(p.Client())
+	td, err := adm.ListTopics(ctx, "couponbase1.gz")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d != (Delivery{Sent: 5000, Delivered: 5000}) {
-		t.Fatalf("delivery %+v", d)
+	if n := len(td["couponbase1.gz"].Partitions); n != 3 {
+		t.Fatalf("created topic has %d partitions, want 3", n)
 	}
-	n, err := p.PartitionCount(context.Background(), "couponbase1.gz")
-	if err != nil || n != 3 {
-		t.Fatalf("partitions = %d, %v; want 3", n, err)
+	rc, err := adm.DescribeTopicConfigs(ctx, "couponbase1.gz")
+	if err != nil {
+		t.Fatal(err)
 	}
-
-	recs := kafkatest.ConsumeExactly(t, brokers, "couponbase1.gz", len(cs))
-	var got []string
-	for _, r := range recs {
-		if string(r.Key) != string(r.Value) {
-			t.Fatalf("key %q != value %q", r.Key, r.Value)
-		}
-		got = append(got, string(r.Value))
+	cfgs, err := rc.On("couponbase1.gz", nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var want []string
-	for _, c := range cs {
-		want = append(want, string(c))
+	found := false
+	for _, c := range cfgs.Configs {
+		found = found || c.Key == "retention.ms" && c.MaybeValue() == "3600000"
 	}
-	slices.Sort(got)
-	slices.Sort(want)
-	if !slices.Equal(got, want) {
-		t.Fatalf("consumed codes differ from the codes published (%d vs %d)", len(got), len(want))
+	if !found {
+		t.Fatalf("retention.ms=3600000 not set on the created topic: %+v", cfgs.Configs)
 	}
-	// Equal codes must land in the partition the Java client would pick.
-	part := kgo.StickyKeyPartitioner(nil).ForTopic("couponbase1.gz")
-	for _, r := range recs[:100] {
-		if want := part.Partition(r, 3); r.Partition != int32(want) {
-			t.Fatalf("code %s in partition %d, murmur2 says %d", r.Key, r.Partition, want)
-		}
+	created := logs.FilterMessage("created topic").All()
+	if len(created) != 1 || created[0].ContextMap()["topic"] != "couponbase1.gz" || created[0].ContextMap()["partitions"] != int32(3) {
+		t.Fatalf("want one 'created topic' line with topic and partitions, got %+v", logs.All())
+	}
+	// A second file to the same topic finds it and creates nothing.
+	if err := p.EnsureTopic(ctx, "couponbase1.gz"); err != nil || logs.FilterMessage("created topic").Len() != 1 {
+		t.Fatalf("second EnsureTopic: %v, %d creations", err, logs.FilterMessage("created topic").Len())
 	}
 }
 
 func TestExistingTopicUsedAsIs(t *testing.T) {
 	c := newCluster(t, kfake.SeedTopics(5, "existing"))
 	p := newPublisher(t, testConfig(c.ListenAddrs()))
-	if _, err := publishAll(t, p, "existing", kafkatest.Codes(10), context.Background()); err != nil {
+	if err := p.EnsureTopic(context.Background(), "existing"); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := p.PartitionCount(context.Background(), "existing"); n != 5 {
-		t.Fatalf("existing topic has %d partitions now, want its own 5", n)
-	}
-}
-
-func TestRetryableErrorsAreRetried(t *testing.T) {
-	c := newCluster(t)
-	// A timed-out append may or may not have been written: the idempotent
-	// producer resends it with the same sequence numbers and the broker
-	// keeps exactly one copy.
-	calls := kafkatest.FailProduce(c, kerr.RequestTimedOut.Code, func(n int64) bool { return n <= 3 })
-	p := newPublisher(t, testConfig(c.ListenAddrs()))
-	d, err := publishAll(t, p, "t", kafkatest.Codes(2000), context.Background())
-	if err != nil {
-		t.Fatalf("retryable errors must not lose codes: %v", err)
-	}
-	if d.Delivered != 2000 || d.Failed != 0 {
-		t.Fatalf("delivery %+v", d)
-	}
-	if calls.Load() <= 3 {
-		t.Fatalf("only %d produce requests: the injected errors were not hit", calls.Load())
-	}
-	if n := len(kafkatest.ConsumeExactly(t, c.ListenAddrs(), "t", 2000)); n != 2000 {
-		t.Fatalf("topic holds %d records, want 2000", n)
-	}
-}
-
-func TestConnectionDropsAreRetried(t *testing.T) {
-	c := newCluster(t)
-	var n atomic.Int64
-	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		if n.Add(1) <= 2 {
-			return nil, errors.New("connection dropped"), true // closes the connection
-		}
-		return nil, nil, false
-	})
-	p := newPublisher(t, testConfig(c.ListenAddrs()))
-	d, err := publishAll(t, p, "t", kafkatest.Codes(1000), context.Background())
-	if err != nil || d.Delivered != 1000 {
-		t.Fatalf("delivery %+v, err %v; want all 1000 delivered", d, err)
-	}
-}
-
-func TestFatalErrorsAreCounted(t *testing.T) {
-	c := newCluster(t)
-	kafkatest.FailProduce(c, kerr.TopicAuthorizationFailed.Code, func(int64) bool { return true })
-	p := newPublisher(t, testConfig(c.ListenAddrs()))
-	d, err := publishAll(t, p, "t", kafkatest.Codes(500), context.Background())
-	if !errors.Is(err, ErrUndelivered) || !errors.Is(err, kerr.TopicAuthorizationFailed) {
-		t.Fatalf("err = %v, want ErrUndelivered wrapping TOPIC_AUTHORIZATION_FAILED", err)
-	}
-	if d.Sent != 500 || d.Delivered != 0 || d.Failed != 500 {
-		t.Fatalf("delivery %+v, want all 500 failed", d)
-	}
-}
-
-func TestSomeBatchesFail(t *testing.T) {
-	c := newCluster(t)
-	// Every third produce request is refused for good: the codes in it fail,
-	// the others are delivered, and the two add up.
-	kafkatest.FailProduce(c, kerr.InvalidRecord.Code, func(n int64) bool { return n%3 == 0 })
-	cfg := testConfig(c.ListenAddrs())
-	cfg.BatchMaxBytes = 4 << 10 // many small batches
-	p := newPublisher(t, cfg)
-	d, err := publishAll(t, p, "t", kafkatest.Codes(3000), context.Background())
-	if !errors.Is(err, ErrUndelivered) {
-		t.Fatalf("err = %v, want ErrUndelivered", err)
-	}
-	if d.Failed == 0 || d.Delivered == 0 || d.Delivered+d.Failed != 3000 {
-		t.Fatalf("delivery %+v: want some delivered and some failed, adding up to 3000", d)
-	}
-}
-
-func TestDeliveryTimeout(t *testing.T) {
-	c := newCluster(t)
-	// The broker refuses every produce with a retryable error: the records
-	// are retried until their delivery timeout, then count as failed
-	// instead of hanging.
-	kafkatest.FailProduce(c, kerr.NotLeaderForPartition.Code, func(int64) bool { return true })
-	cfg := testConfig(c.ListenAddrs())
-	cfg.DeliveryTimeout = time.Second // the least franz-go allows
-	p := newPublisher(t, cfg)
-	d, err := publishAll(t, p, "t", kafkatest.Codes(100), context.Background())
-	if !errors.Is(err, ErrUndelivered) || d.Failed != 100 {
-		t.Fatalf("delivery %+v, err %v; want 100 failed", d, err)
-	}
-}
-
-func TestFinishContextEndsFlush(t *testing.T) {
-	c := newCluster(t)
-	kafkatest.FailProduce(c, kerr.RequestTimedOut.Code, func(int64) bool { return true })
-	cfg := testConfig(c.ListenAddrs())
-	cfg.DeliveryTimeout = 0 // retry until Finish's context ends
-	p := newPublisher(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	d, err := publishAll(t, p, "t", kafkatest.Codes(100), ctx)
-	if !errors.Is(err, ErrUndelivered) || d.Sent != 100 || d.Failed != 100 {
-		t.Fatalf("delivery %+v, err %v; want the 100 unacknowledged codes failed", d, err)
+	td, err := kadm.NewClient(p.Client()).ListTopics(context.Background(), "existing")
+	if err != nil || len(td["existing"].Partitions) != 5 {
+		t.Fatalf("existing topic: %v, %d partitions, want its own 5", err, len(td["existing"].Partitions))
 	}
 }
 
@@ -242,5 +119,85 @@ func TestUnreachableBrokers(t *testing.T) {
 	start := time.Now()
 	if err2 := p.EnsureTopic(context.Background(), "u"); err2 == nil || time.Since(start) > time.Second {
 		t.Fatalf("second EnsureTopic: %v after %s", err2, time.Since(start))
+	}
+}
+
+// writePEM writes a self-signed certificate and its key to dir.
+func writePEM(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "client"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+func TestSecurityOptions(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writePEM(t, dir)
+	notPEM := filepath.Join(dir, "not.pem")
+	os.WriteFile(notPEM, []byte("hello"), 0o600)
+	const password = "s3cret-Pa55word"
+	for _, tc := range []struct {
+		name    string
+		sec     Security
+		opts    int    // options returned
+		wantErr string // "" for success
+	}{
+		{"nothing", Security{}, 0, ""},
+		{"tls", Security{TLS: true}, 1, ""},
+		{"ca implies tls", Security{CAFile: cert}, 1, ""},
+		{"mutual tls", Security{CertFile: cert, KeyFile: key, ServerName: "kafka.example"}, 1, ""},
+		{"scram over tls", Security{TLS: true, SASLMechanism: "SCRAM-SHA-512", Username: "u", Password: password}, 2, ""},
+		{"plain", Security{SASLMechanism: "plain", Username: "u", Password: password}, 1, ""},
+		{"cert without key", Security{CertFile: cert}, 0, "both a certificate and a key"},
+		{"key is not a key", Security{CertFile: cert, KeyFile: notPEM}, 0, notPEM},
+		{"ca not pem", Security{CAFile: notPEM}, 0, "no PEM certificate"},
+		{"missing ca", Security{CAFile: filepath.Join(dir, "missing.pem")}, 0, "missing.pem"},
+		{"unknown mechanism", Security{SASLMechanism: "GSSAPI", Password: password}, 0, "GSSAPI"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts, err := tc.sec.opts(zap.NewNop())
+			if tc.wantErr == "" {
+				if err != nil || len(opts) != tc.opts {
+					t.Fatalf("%d options, err %v; want %d options", len(opts), err, tc.opts)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want one naming %q", err, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), password) {
+				t.Fatalf("the error shows the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestInsecureSkipVerifyWarns(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	if _, err := (Security{InsecureSkipVerify: true}).opts(zap.New(core)); err != nil {
+		t.Fatal(err)
+	}
+	if w := logs.FilterLevelExact(zap.WarnLevel).All(); len(w) != 1 || !strings.Contains(w[0].Message, "not verified") {
+		t.Fatalf("want one warning about unverified certificates, got %+v", logs.All())
 	}
 }

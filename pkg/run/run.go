@@ -8,37 +8,39 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
+	"math"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 
 	"github.com/couponpipeline/coupon-producer/pkg/extract"
+	"github.com/couponpipeline/coupon-producer/pkg/kafka"
 	"github.com/couponpipeline/coupon-producer/pkg/metrics"
-	"github.com/couponpipeline/coupon-producer/pkg/publish"
-	"github.com/couponpipeline/coupon-producer/pkg/publish/batch"
 	"github.com/couponpipeline/coupon-producer/pkg/source"
 )
 
-// Sink receives the codes of one file.
+// Sink receives the codes of one file: the engine's stream (package
+// publish/batch), or Lines for a dry run.
 type Sink interface {
 	// Write takes one code; it must copy code to keep it.
 	Write(code []byte) error
 	// Finish waits for the codes written to be delivered, or ctx to end.
-	Finish(ctx context.Context) (publish.Delivery, error)
+	Finish(ctx context.Context) (kafka.Delivery, error)
 }
 
-// Target opens a Sink for a topic.
+// Target opens a Sink for a topic. The caller chooses it: run does not know
+// how codes are produced.
 type Target interface {
 	Open(ctx context.Context, topic string) (Sink, error)
 }
 
 // Options tune a run.
 type Options struct {
-	ShutdownTimeout  time.Duration // flush time left after ctx ends
-	ProgressInterval time.Duration // 0: no progress logs
-	Logger           *slog.Logger
+	ShutdownTimeout  time.Duration    // flush time left after ctx ends
+	ProgressInterval time.Duration    // 0: no progress logs
+	Logger           *zap.Logger      // nil: no logs
 	Metrics          *metrics.Metrics // nil: none
 }
 
@@ -75,7 +77,7 @@ const (
 // (SIGINT/SIGTERM) it stops reading, gives the codes in flight
 // opts.ShutdownTimeout to be delivered, and returns context.Cause(ctx). The
 // error joins the read error (an *source.InputError for bad input) and the
-// delivery error (wrapping publish.ErrUndelivered), so the caller can map
+// delivery error (wrapping kafka.ErrUndelivered), so the caller can map
 // each to its exit code.
 func File(ctx context.Context, path, topic string, target Target, opts Options) (Summary, error) {
 	var read chunkCounter
@@ -127,12 +129,16 @@ func (c *chunkCounter) update(codes, compressed int64) {
 
 func file(ctx context.Context, path, topic string, target Target, opts Options, read *chunkCounter) (Summary, error) {
 	start := time.Now()
-	log := opts.Logger.With("file", path, "topic", topic)
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	log = log.With(zap.String("file", path), zap.String("topic", topic))
 	sum := Summary{File: path, Topic: topic}
 
 	src, err := source.Open(path)
 	if err != nil {
-		log.Error("cannot read file", "err", err)
+		log.Error("cannot read file", zap.NamedError("err", err))
 		return sum, err
 	}
 	defer src.Close()
@@ -140,7 +146,7 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 
 	sink, err := target.Open(ctx, topic)
 	if err != nil {
-		log.Error("cannot publish", "err", err)
+		log.Error("cannot publish", zap.NamedError("err", err))
 		return sum, err
 	}
 
@@ -160,7 +166,7 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 	stopProgress()
 	if ctx.Err() != nil && errors.Is(readErr, ctx.Err()) {
 		readErr = context.Cause(ctx)
-		log.Warn("interrupted: flushing codes in flight", "timeout", opts.ShutdownTimeout, "cause", readErr)
+		log.Warn("interrupted: flushing codes in flight", zap.Duration("timeout", opts.ShutdownTimeout), zap.NamedError("cause", readErr))
 	}
 
 	flushCtx, cancel := shutdownContext(ctx, opts.ShutdownTimeout)
@@ -187,20 +193,20 @@ func shutdownContext(ctx context.Context, timeout time.Duration) (context.Contex
 	return flushCtx, func() { stop(); cancel() }
 }
 
-func logSummary(log *slog.Logger, s Summary, err error) {
-	attrs := []any{
-		"compressed_bytes", s.CompressedBytes, "bytes", s.Bytes, "lines", s.Lines,
-		"codes", s.Codes, "delivered", s.Delivered, "failed", s.Failed,
-		"duration", s.Duration.Round(time.Millisecond).String(), "codes_per_sec", int64(s.CodesPerSecond()),
+func logSummary(log *zap.Logger, s Summary, err error) {
+	fields := []zap.Field{
+		zap.Int64("compressed_bytes", s.CompressedBytes), zap.Int64("bytes", s.Bytes), zap.Int64("lines", s.Lines),
+		zap.Int64("codes", s.Codes), zap.Int64("delivered", s.Delivered), zap.Int64("failed", s.Failed),
+		zap.Duration("duration", s.Duration), zap.Int64("codes_per_sec", int64(s.CodesPerSecond())),
 	}
 	if err != nil {
-		log.Error("file failed", append(attrs, "err", err)...)
+		log.Error("file failed", append(fields, zap.NamedError("err", err))...)
 		return
 	}
-	log.Info("file done", attrs...)
+	log.Info("file done", fields...)
 }
 
-func startProgress(log *slog.Logger, every time.Duration, src *source.File, codes *atomic.Int64, start time.Time) (stop func()) {
+func startProgress(log *zap.Logger, every time.Duration, src *source.File, codes *atomic.Int64, start time.Time) (stop func()) {
 	if every <= 0 {
 		return func() {}
 	}
@@ -216,12 +222,14 @@ func startProgress(log *slog.Logger, every time.Duration, src *source.File, code
 			case <-t.C:
 				read, size := src.CompressedRead(), src.Size()
 				elapsed := time.Since(start)
-				attrs := []any{"codes", codes.Load(), "codes_per_sec", int64(float64(codes.Load()) / elapsed.Seconds())}
+				n := codes.Load()
+				fields := []zap.Field{zap.Int64("codes", n), zap.Int64("codes_per_sec", int64(float64(n)/elapsed.Seconds()))}
 				if size > 0 && read > 0 {
 					eta := time.Duration(float64(elapsed) * float64(size-read) / float64(read))
-					attrs = append(attrs, "percent", fmt.Sprintf("%.1f", 100*float64(read)/float64(size)), "eta", eta.Round(time.Second))
+					fields = append(fields, zap.Float64("percent", math.Round(1000*float64(read)/float64(size))/10),
+						zap.Duration("eta", eta.Round(time.Second)))
 				}
-				log.Info("progress", attrs...)
+				log.Info("progress", fields...)
 			}
 		}
 	}()
@@ -230,29 +238,6 @@ func startProgress(log *slog.Logger, every time.Duration, src *source.File, code
 		close(done)
 		<-finished
 	}
-}
-
-// Kafka is the Target that publishes to Kafka topics, creating them first.
-type Kafka struct {
-	P *publish.Publisher
-	// Batch, when set, selects the producer that encodes record batches
-	// itself (package batch); nil selects franz-go's record-at-a-time one.
-	Batch *batch.Options
-}
-
-// Open ensures the topic exists and starts a stream to it.
-func (k Kafka) Open(ctx context.Context, topic string) (Sink, error) {
-	if err := k.P.EnsureTopic(ctx, topic); err != nil {
-		return nil, err
-	}
-	if k.Batch == nil {
-		return k.P.Stream(ctx, topic), nil
-	}
-	s, err := batch.New(ctx, k.P.Client(), topic, *k.Batch)
-	if err != nil {
-		return nil, fmt.Errorf("start producing to %s: %w", topic, err)
-	}
-	return s, nil
 }
 
 // Lines is the dry-run Target: it writes each code and a newline to W.
@@ -274,11 +259,11 @@ func (s *lineSink) Write(code []byte) error {
 	return s.w.WriteByte('\n')
 }
 
-func (s *lineSink) Finish(context.Context) (publish.Delivery, error) {
-	d := publish.Delivery{Sent: s.n, Delivered: s.n}
+func (s *lineSink) Finish(context.Context) (kafka.Delivery, error) {
+	d := kafka.Delivery{Sent: s.n, Delivered: s.n}
 	if err := s.w.Flush(); err != nil {
 		// What the buffer held is lost; it is not known how much of it.
-		return publish.Delivery{Sent: s.n, Failed: s.n}, fmt.Errorf("write codes: %w", err)
+		return kafka.Delivery{Sent: s.n, Failed: s.n}, fmt.Errorf("write codes: %w", err)
 	}
 	return d, nil
 }

@@ -4,15 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
 	"github.com/couponpipeline/coupon-producer/pkg/gen"
-	"github.com/couponpipeline/coupon-producer/pkg/publish"
+	"github.com/couponpipeline/coupon-producer/pkg/kafka"
 	"github.com/couponpipeline/coupon-producer/pkg/source"
 )
 
@@ -33,14 +35,14 @@ func (s *fakeSink) Write(code []byte) error {
 	return nil
 }
 
-func (s *fakeSink) Finish(ctx context.Context) (publish.Delivery, error) {
+func (s *fakeSink) Finish(ctx context.Context) (kafka.Delivery, error) {
 	s.finishCtx = ctx
 	n := int64(len(s.codes))
 	if s.finishWait {
 		<-ctx.Done()
-		return publish.Delivery{Sent: n, Failed: n}, errors.New("flush: " + ctx.Err().Error())
+		return kafka.Delivery{Sent: n, Failed: n}, errors.New("flush: " + ctx.Err().Error())
 	}
-	return publish.Delivery{Sent: n, Delivered: n}, nil
+	return kafka.Delivery{Sent: n, Delivered: n}, nil
 }
 
 type fakeTarget struct {
@@ -64,7 +66,8 @@ func genFile(t *testing.T, lines int64) string {
 }
 
 func opts(log *bytes.Buffer) Options {
-	return Options{ShutdownTimeout: 200 * time.Millisecond, Logger: slog.New(slog.NewJSONHandler(log, nil))}
+	return Options{ShutdownTimeout: 200 * time.Millisecond,
+		Logger: zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(log), zapcore.InfoLevel))}
 }
 
 func TestFileSummary(t *testing.T) {

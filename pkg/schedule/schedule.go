@@ -4,8 +4,9 @@ package schedule
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/robfig/cron/v3"
 )
@@ -27,7 +28,7 @@ func Parse(expr string) (cron.Schedule, error) {
 // during a run, it returns that run's error (the run is expected to stop
 // gracefully on its own when ctx ends).
 func Run(ctx context.Context, sched cron.Schedule, loc *time.Location, runOnStart bool,
-	job func(context.Context) error, log *slog.Logger) error {
+	job func(context.Context) error, log *zap.Logger) error {
 	run := func() error {
 		started := time.Now()
 		err := job(ctx)
@@ -35,9 +36,9 @@ func Run(ctx context.Context, sched cron.Schedule, loc *time.Location, runOnStar
 			return err
 		}
 		if err != nil {
-			log.Error("scheduled run failed; the schedule goes on", "err", err, "duration", time.Since(started).Round(time.Millisecond))
+			log.Error("scheduled run failed; the schedule goes on", zap.NamedError("err", err), zap.Duration("duration", time.Since(started)))
 		} else {
-			log.Info("scheduled run done", "duration", time.Since(started).Round(time.Millisecond))
+			log.Info("scheduled run done", zap.Duration("duration", time.Since(started)))
 		}
 		return nil
 	}
@@ -48,7 +49,7 @@ func Run(ctx context.Context, sched cron.Schedule, loc *time.Location, runOnStar
 	}
 	next := sched.Next(time.Now().In(loc))
 	for {
-		log.Info("next run", "at", next.Format(time.RFC3339))
+		log.Info("next run", zap.String("at", next.Format(time.RFC3339)))
 		timer := time.NewTimer(time.Until(next))
 		select {
 		case <-ctx.Done():
@@ -66,7 +67,7 @@ func Run(ctx context.Context, sched cron.Schedule, loc *time.Location, runOnStar
 			skipped++
 		}
 		if skipped > 0 {
-			log.Warn("skipped scheduled runs that came while a run was going", "skipped", skipped)
+			log.Warn("skipped scheduled runs that came while a run was going", zap.Int("skipped", skipped))
 		}
 	}
 }

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 type syncBuffer struct {
@@ -40,7 +42,7 @@ func TestParse(t *testing.T) {
 func TestRunsRepeatAndNeverOverlap(t *testing.T) {
 	sched, _ := Parse("@every 1s") // cron rounds @every to whole seconds
 	var logs syncBuffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&logs), zapcore.InfoLevel))
 	ctx, cancel := context.WithCancel(context.Background())
 	var running, maxRunning, runs atomic.Int32
 	job := func(context.Context) error {
@@ -77,7 +79,7 @@ func TestCancelWhileIdleReturnsNil(t *testing.T) {
 		done <- Run(ctx, sched, time.UTC, false, func(context.Context) error {
 			t.Error("the job ran")
 			return nil
-		}, slog.New(slog.DiscardHandler))
+		}, zap.NewNop())
 	}()
 	cancel()
 	if err := <-done; err != nil {
@@ -93,7 +95,7 @@ func TestCancelDuringRunReturnsItsError(t *testing.T) {
 		cancel(stopped)
 		<-ctx.Done()
 		return context.Cause(ctx)
-	}, slog.New(slog.DiscardHandler))
+	}, zap.NewNop())
 	if !errors.Is(err, stopped) {
 		t.Fatalf("err = %v, want the interrupted run's error", err)
 	}

@@ -3,6 +3,7 @@ package batch
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -14,9 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/couponpipeline/coupon-producer/pkg/extract"
 	"github.com/couponpipeline/coupon-producer/pkg/gen"
-	"github.com/couponpipeline/coupon-producer/pkg/publish"
+	"github.com/couponpipeline/coupon-producer/pkg/kafka"
 	"github.com/couponpipeline/coupon-producer/pkg/source"
 )
 
@@ -147,18 +152,27 @@ func TestPublishFile(t *testing.T) {
 	o.BatchMaxBytes = int32(batchBytes)
 	o.MaxBufferedBytes, _ = strconv.Atoi(envOr("COUPON_BENCH_BUFFER_BYTES", "0"))
 
-	p, err := publish.New(publish.Config{
-		Brokers: strings.Split(brokers, ","), ClientID: "bench", Partitions: int32(partitions),
-		ReplicationFactor: -1, Compression: "lz4", BatchMaxBytes: 1 << 20, MaxBuffered: 1000,
-		ConnectTimeout: 10 * time.Second, Logger: quiet,
-	})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ClientID("bench"),
+		kgo.RequiredAcks(kgo.AllISRAcks()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	defer cl.Close()
 	ctx := context.Background()
-	if err := p.EnsureTopic(ctx, topic); err != nil {
+	// The topic is created here as the producer creates it; an existing one
+	// is used as it is.
+	if resp, err := kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), -1, nil, topic); err != nil {
 		t.Fatal(err)
+	} else if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+		t.Fatal(resp.Err)
+	}
+	for attempt := 1; ; attempt++ { // until the new topic has its leaders
+		if _, err := kafka.TopicMetadata(ctx, cl, topic); err == nil {
+			break
+		} else if attempt == 50 {
+			t.Fatal(err)
+		}
+		time.Sleep(kafka.Backoff(attempt))
 	}
 
 	var before syscall.Rusage
@@ -169,7 +183,7 @@ func TestPublishFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	s, err := New(ctx, p.Client(), topic, o)
+	s, err := New(ctx, cl, topic, o)
 	if err != nil {
 		t.Fatal(err)
 	}

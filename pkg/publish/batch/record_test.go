@@ -240,7 +240,7 @@ func TestOptionsValidate(t *testing.T) {
 		{Options{MaxBufferedBytes: 1000}, "max buffered bytes 1000 is less than one batch of 1048576 bytes"},
 		{Options{Linger: -time.Second}, "linger -1s is negative"},
 		{Options{DeliveryTimeout: -time.Second}, "delivery timeout -1s is negative"},
-		{Options{Compression: "brotli"}, `unknown compression "brotli"`},
+		{Options{Compression: "brotli"}, `compression "brotli" is not one of gzip, lz4, none, snappy, zstd`},
 	} {
 		c.o.defaults()
 		err := c.o.validate()

@@ -9,6 +9,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+
+	"github.com/couponpipeline/coupon-producer/pkg/kafka"
 )
 
 // result is the answer to one produce request.
@@ -22,9 +25,7 @@ type result struct {
 var errNoAnswer = errors.New("broker answered for other partitions only")
 
 // backoff is the wait before the attempt after attempts failed ones.
-func backoff(attempts int) time.Duration {
-	return min(100*time.Millisecond<<min(attempts-1, 4), time.Second)
-}
+var backoff = kafka.Backoff
 
 // run is the sender: the only goroutine that closes lingering batches,
 // seals, sends and retries them, and handles the answers. It stops when
@@ -80,17 +81,17 @@ func (s *Stream) refresh(now time.Time) {
 	if s.needPID && !now.Before(s.retryPID) {
 		pid, epoch, err := s.initProducerID(s.ctx)
 		if err != nil {
-			s.log.Warn("cannot get a new producer id", "err", err)
+			s.log.Warn("cannot get a new producer id", zap.NamedError("err", err))
 			s.retryPID = now.Add(time.Second)
 		} else {
-			s.log.Info("new producer id", "producer_id", pid, "epoch", epoch, "old_producer_id", s.pid)
+			s.log.Info("new producer id", zap.Int64("producer_id", pid), zap.Int16("epoch", epoch), zap.Int64("old_producer_id", s.pid))
 			s.pid, s.pidEpoch, s.needPID = pid, epoch, false
 		}
 	}
 	if s.needMeta && !now.Before(s.retryMeta) {
 		meta, err := s.metadata(s.ctx)
 		if err != nil {
-			s.log.Warn("cannot look up partition leaders", "err", err)
+			s.log.Warn("cannot look up partition leaders", zap.NamedError("err", err))
 			s.retryMeta = now.Add(time.Second)
 		} else {
 			s.setLeaders(meta)
@@ -330,7 +331,7 @@ func (s *Stream) handle(r result, now time.Time) {
 			b.mayBeStored = true
 			b.retryAt = now.Add(backoff(b.attempts))
 			s.needMeta = true // the leader may have moved
-			s.log.Debug("retrying batch", "partition", b.part, "attempt", b.attempts, "err", err)
+			s.log.Debug("retrying batch", zap.Int32("partition", b.part), zap.Int("attempt", b.attempts), zap.NamedError("err", err))
 			continue
 		case b.mayBeStored:
 			s.needPID = true
@@ -392,25 +393,7 @@ func (s *Stream) abort() {
 
 // metadata looks up the topic's partitions, leaders and ID.
 func (s *Stream) metadata(ctx context.Context) (*kmsg.MetadataResponseTopic, error) {
-	req := kmsg.NewPtrMetadataRequest()
-	rt := kmsg.NewMetadataRequestTopic()
-	rt.Topic = kmsg.StringPtr(s.topic)
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, s.cl)
-	if err != nil {
-		return nil, fmt.Errorf("metadata of topic %s: %w", s.topic, err)
-	}
-	if len(resp.Topics) != 1 {
-		return nil, fmt.Errorf("metadata of topic %s: %d topics in the answer", s.topic, len(resp.Topics))
-	}
-	t := &resp.Topics[0]
-	if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
-		return nil, fmt.Errorf("metadata of topic %s: %w", s.topic, err)
-	}
-	if len(t.Partitions) == 0 {
-		return nil, fmt.Errorf("metadata of topic %s: no partitions", s.topic)
-	}
-	return t, nil
+	return kafka.TopicMetadata(ctx, s.cl, s.topic)
 }
 
 // setLeaders records the leaders of t; a partition without one has leader

@@ -9,7 +9,7 @@
 // batches as an idempotent producer with acks=all:
 //
 //   - Each code goes to the partition the Java client would choose for its
-//     key (murmur2), as the kgo path does.
+//     key (murmur2), as franz-go's key partitioner does.
 //   - lz4 batches are encoded by appendLZ4, which knows that a record's
 //     value is its key; gzip, snappy and zstd go through franz-go's
 //     compressor.
@@ -38,14 +38,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
-	"github.com/couponpipeline/coupon-producer/pkg/publish"
+	"github.com/couponpipeline/coupon-producer/pkg/kafka"
 )
 
 // Defaults for the zero values of Options.
@@ -73,7 +73,7 @@ var ErrAcks = errors.New("kafka client must be configured with acks=all")
 // MaxBufferedBytes takes its default.
 type Options struct {
 	// Compression is none, gzip, snappy, lz4 or zstd (the keys of
-	// publish.Codecs); empty: lz4.
+	// kafka.Codecs); empty: lz4.
 	Compression string
 	// Linger is how long a partition's batch waits for more codes before it
 	// is sent; 0 sends at once. A partition's batch keeps filling while the
@@ -91,7 +91,7 @@ type Options struct {
 	// retried before its codes count as failed; 0: until Finish's context
 	// ends. A batch in flight fails only once its request ends.
 	DeliveryTimeout time.Duration
-	Logger          *slog.Logger
+	Logger          *zap.Logger
 }
 
 func (o *Options) defaults() {
@@ -105,7 +105,7 @@ func (o *Options) defaults() {
 		o.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
 	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		o.Logger = zap.NewNop()
 	}
 }
 
@@ -122,10 +122,7 @@ func (o *Options) validate() error {
 	case o.DeliveryTimeout < 0:
 		return fmt.Errorf("delivery timeout %s is negative", o.DeliveryTimeout)
 	}
-	if _, ok := publish.Codecs[o.Compression]; !ok {
-		return fmt.Errorf("unknown compression %q", o.Compression)
-	}
-	return nil
+	return kafka.CheckCompression(o.Compression)
 }
 
 // Stream produces the codes of one file to one topic. Write is called from
@@ -137,7 +134,7 @@ type Stream struct {
 	topicID [16]byte
 	o       Options
 	codec   kgo.Compressor // nil: no compression
-	log     *slog.Logger
+	log     *zap.Logger
 
 	writeCtx context.Context    // Write stops waiting for space when it ends
 	stopWait func() bool        // unregisters the wake-up of Write on writeCtx
@@ -208,7 +205,7 @@ func New(ctx context.Context, cl *kgo.Client, topic string, o Options) (*Stream,
 		topic:    topic,
 		o:        o,
 		codec:    codec,
-		log:      o.Logger.With("topic", topic),
+		log:      o.Logger.With(zap.String("topic", topic)),
 		writeCtx: ctx,
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
@@ -244,7 +241,7 @@ func compressor(name string) (kgo.Compressor, error) {
 	if name == "lz4" {
 		return lz4Records{}, nil
 	}
-	return kgo.DefaultCompressor(publish.Codecs[name])
+	return kgo.DefaultCompressor(kafka.Codecs[name])
 }
 
 // Write appends one code to its partition's batch. It copies code, so the
@@ -321,9 +318,9 @@ func (s *Stream) kick() {
 
 // Finish sends the codes still buffered and waits until every code is
 // acknowledged or failed, or ctx ends. A code not acknowledged by then
-// counts as failed. The error wraps publish.ErrUndelivered and the first
+// counts as failed. The error wraps kafka.ErrUndelivered and the first
 // delivery error when any code failed. The stream cannot be used after.
-func (s *Stream) Finish(ctx context.Context) (publish.Delivery, error) {
+func (s *Stream) Finish(ctx context.Context) (kafka.Delivery, error) {
 	s.mu.Lock()
 	s.flushing = true
 	s.mu.Unlock()
@@ -343,7 +340,7 @@ func (s *Stream) Finish(ctx context.Context) (publish.Delivery, error) {
 	s.stopWait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := publish.Delivery{Sent: s.sent, Delivered: s.delivered}
+	d := kafka.Delivery{Sent: s.sent, Delivered: s.delivered}
 	d.Failed = d.Sent - d.Delivered
 	if d.Failed == 0 {
 		return d, nil
@@ -352,16 +349,16 @@ func (s *Stream) Finish(ctx context.Context) (publish.Delivery, error) {
 	if cause == nil {
 		cause = errors.New("unknown cause") // unreachable: every failure records its cause
 	}
-	return d, fmt.Errorf("%d of %d %w to topic %s: %w", d.Failed, d.Sent, publish.ErrUndelivered, s.topic, cause)
+	return d, fmt.Errorf("%d of %d %w to topic %s: %w", d.Failed, d.Sent, kafka.ErrUndelivered, s.topic, cause)
 }
 
 // fail counts b's codes as failed and frees its buffer. s.mu is held.
 func (s *Stream) fail(b *batch, err error) {
-	level := slog.LevelDebug
+	level := zapcore.DebugLevel
 	if s.firstErr == nil {
 		s.firstErr = fmt.Errorf("partition %d: %w", b.part, err)
-		level = slog.LevelWarn // once: a broker that refuses everything fails every batch
+		level = zapcore.WarnLevel // once: a broker that refuses everything fails every batch
 	}
-	s.log.Log(context.Background(), level, "batch failed", "partition", b.part, "codes", b.n, "err", err)
+	s.log.Log(level, "batch failed", zap.Int32("partition", b.part), zap.Int32("codes", b.n), zap.NamedError("err", err))
 	s.release(b)
 }

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -19,12 +17,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
+	"github.com/couponpipeline/coupon-producer/pkg/kafka"
 	"github.com/couponpipeline/coupon-producer/pkg/kafkatest"
-	"github.com/couponpipeline/coupon-producer/pkg/publish"
 )
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = zap.NewNop()
 
 func testOptions() Options {
 	return Options{
@@ -70,7 +70,7 @@ func write(t *testing.T, s *Stream, cs [][]byte) {
 	}
 }
 
-func publishAll(t *testing.T, cl *kgo.Client, o Options, cs [][]byte, finishCtx context.Context) (publish.Delivery, error) {
+func publishAll(t *testing.T, cl *kgo.Client, o Options, cs [][]byte, finishCtx context.Context) (kafka.Delivery, error) {
 	t.Helper()
 	s, err := New(context.Background(), cl, "t", o)
 	if err != nil {
@@ -114,7 +114,7 @@ func TestEveryCodeDelivered(t *testing.T) {
 				o.Compression = codec
 				cs := kafkatest.Codes(20000)
 				d, err := publishAll(t, newClient(t, c), o, cs, context.Background())
-				if err != nil || d != (publish.Delivery{Sent: 20000, Delivered: 20000}) {
+				if err != nil || d != (kafka.Delivery{Sent: 20000, Delivered: 20000}) {
 					t.Fatalf("delivery %+v, err %v", d, err)
 				}
 				checkExactly(t, kafkatest.ConsumeExactly(t, c.ListenAddrs(), "t", len(cs)), cs)
@@ -201,7 +201,7 @@ func TestLeaderMoves(t *testing.T) {
 	cs := kafkatest.Codes(6000)
 	var logs syncBuffer
 	o := testOptions()
-	o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	o.Logger = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&logs), zapcore.DebugLevel))
 	s, err := New(context.Background(), newClient(t, c), "t", o)
 	if err != nil {
 		t.Fatal(err)
@@ -245,10 +245,10 @@ func TestFatalErrorsAreCounted(t *testing.T) {
 	c := newCluster(t, 1)
 	kafkatest.FailProduce(c, kerr.TopicAuthorizationFailed.Code, func(int64) bool { return true })
 	d, err := publishAll(t, newClient(t, c), testOptions(), kafkatest.Codes(500), context.Background())
-	if !errors.Is(err, publish.ErrUndelivered) || !errors.Is(err, kerr.TopicAuthorizationFailed) {
+	if !errors.Is(err, kafka.ErrUndelivered) || !errors.Is(err, kerr.TopicAuthorizationFailed) {
 		t.Fatalf("err = %v, want ErrUndelivered wrapping TOPIC_AUTHORIZATION_FAILED", err)
 	}
-	if d != (publish.Delivery{Sent: 500, Failed: 500}) {
+	if d != (kafka.Delivery{Sent: 500, Failed: 500}) {
 		t.Fatalf("delivery %+v, want all 500 failed", d)
 	}
 }
@@ -260,7 +260,7 @@ func TestSomeBatchesFail(t *testing.T) {
 	kafkatest.FailProduce(c, kerr.InvalidRecord.Code, func(n int64) bool { return n%3 == 0 })
 	cs := kafkatest.Codes(3000)
 	d, err := publishAll(t, newClient(t, c), testOptions(), cs, context.Background())
-	if !errors.Is(err, publish.ErrUndelivered) || !errors.Is(err, kerr.InvalidRecord) {
+	if !errors.Is(err, kafka.ErrUndelivered) || !errors.Is(err, kerr.InvalidRecord) {
 		t.Fatalf("err = %v, want ErrUndelivered wrapping INVALID_RECORD", err)
 	}
 	if d.Failed == 0 || d.Delivered == 0 || d.Delivered+d.Failed != 3000 {
@@ -305,7 +305,7 @@ func TestDeliveryTimeout(t *testing.T) {
 	o.DeliveryTimeout = 500 * time.Millisecond
 	start := time.Now()
 	d, err := publishAll(t, newClient(t, c), o, kafkatest.Codes(100), context.Background())
-	if !errors.Is(err, publish.ErrUndelivered) || d.Failed != 100 {
+	if !errors.Is(err, kafka.ErrUndelivered) || d.Failed != 100 {
 		t.Fatalf("delivery %+v, err %v; want 100 failed", d, err)
 	}
 	if el := time.Since(start); el > 5*time.Second {
@@ -321,8 +321,8 @@ func TestFinishContextEndsFlush(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	d, err := publishAll(t, newClient(t, c), o, kafkatest.Codes(100), ctx)
-	if !errors.Is(err, publish.ErrUndelivered) || !errors.Is(err, context.DeadlineExceeded) ||
-		d != (publish.Delivery{Sent: 100, Failed: 100}) {
+	if !errors.Is(err, kafka.ErrUndelivered) || !errors.Is(err, context.DeadlineExceeded) ||
+		d != (kafka.Delivery{Sent: 100, Failed: 100}) {
 		t.Fatalf("delivery %+v, err %v; want the 100 unacknowledged codes failed", d, err)
 	}
 }
@@ -352,7 +352,7 @@ func TestWriteGivesUpWhenContextEnds(t *testing.T) {
 	fctx, fcancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer fcancel()
 	d, err := s.Finish(fctx)
-	if !errors.Is(err, publish.ErrUndelivered) || d != (publish.Delivery{Sent: sent, Failed: sent}) {
+	if !errors.Is(err, kafka.ErrUndelivered) || d != (kafka.Delivery{Sent: sent, Failed: sent}) {
 		t.Fatalf("delivery %+v, err %v; want all %d failed", d, err, sent)
 	}
 }

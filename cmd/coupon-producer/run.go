@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/couponpipeline/coupon-producer/pkg/config"
+	"github.com/couponpipeline/coupon-producer/pkg/metrics"
+	"github.com/couponpipeline/coupon-producer/pkg/publish"
+	"github.com/couponpipeline/coupon-producer/pkg/publish/batch"
+	"github.com/couponpipeline/coupon-producer/pkg/run"
+	"github.com/couponpipeline/coupon-producer/pkg/schedule"
+)
+
+// serve publishes the configured files once, or on the schedule.
+func serve(ctx context.Context, cfg *config.Config, stdout io.Writer, log *zap.Logger) error {
+	m := metrics.New()
+	if cfg.MetricsAddr != "" {
+		if err := m.Serve(ctx, cfg.MetricsAddr, log); err != nil {
+			err = fmt.Errorf("%w: metrics-addr %q: %v", config.ErrUsage, cfg.MetricsAddr, err)
+			log.Error("cannot serve metrics", zap.NamedError("err", err))
+			return err
+		}
+	}
+	job := func(ctx context.Context) error {
+		m.Running.Set(1)
+		defer m.Running.Set(0)
+		return runFiles(ctx, cfg, stdout, log, m)
+	}
+	if cfg.Schedule == "" {
+		return job(ctx)
+	}
+	sched, err := schedule.Parse(cfg.Schedule)
+	if err != nil {
+		err = fmt.Errorf("%w: %v", config.ErrUsage, err)
+		log.Error("bad schedule", zap.NamedError("err", err))
+		return err
+	}
+	loc, _ := time.LoadLocation(cfg.ScheduleTZ) // validated by config
+	log.Info("scheduler started", zap.String("schedule", cfg.Schedule), zap.String("tz", loc.String()), zap.Strings("files", cfg.Files))
+	return schedule.Run(ctx, sched, loc, cfg.RunOnStart, job, log)
+}
+
+// runFiles publishes each file to its topic, one after the other. A file's
+// failure does not stop the others; the errors of all files are joined.
+func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *zap.Logger, m *metrics.Metrics) error {
+	var target run.Target = run.Lines{W: stdout}
+	if !cfg.DryRun {
+		p, err := newPublisher(cfg, log)
+		if err != nil {
+			return fmt.Errorf("%w: %v", config.ErrUsage, err)
+		}
+		defer p.Close()
+		target = kafkaTarget{p: p, o: batch.Options{
+			Compression:      cfg.Compression,
+			Linger:           cfg.Linger,
+			BatchMaxBytes:    int32(cfg.BatchMaxBytes),
+			MaxBufferedBytes: cfg.MaxBufferedBytes,
+			DeliveryTimeout:  cfg.DeliveryTimeout,
+			Logger:           log,
+		}}
+	}
+	opts := run.Options{ShutdownTimeout: cfg.ShutdownTimeout, ProgressInterval: cfg.ProgressInterval, Logger: log, Metrics: m}
+	var errs []error
+	for _, f := range cfg.Files {
+		if ctx.Err() != nil {
+			errs = append(errs, context.Cause(ctx))
+			break
+		}
+		if _, err := run.File(ctx, f, cfg.TopicFor(f), target, opts); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// kafkaTarget publishes to Kafka through the batch engine, creating each
+// topic first.
+type kafkaTarget struct {
+	p *publish.Publisher
+	o batch.Options
+}
+
+func (k kafkaTarget) Open(ctx context.Context, topic string) (run.Sink, error) {
+	if err := k.p.EnsureTopic(ctx, topic); err != nil {
+		return nil, err
+	}
+	s, err := batch.New(ctx, k.p.Client(), topic, k.o)
+	if err != nil {
+		return nil, fmt.Errorf("start producing to %s: %w", topic, err)
+	}
+	return s, nil
+}
+
+func newPublisher(cfg *config.Config, log *zap.Logger) (*publish.Publisher, error) {
+	return publish.New(publish.Config{
+		Brokers:           cfg.Brokers,
+		ClientID:          cfg.ClientID,
+		Partitions:        int32(cfg.Partitions),
+		ReplicationFactor: int16(cfg.ReplicationFactor),
+		TopicConfigs:      cfg.TopicConfigs,
+		ConnectTimeout:    cfg.ConnectTimeout,
+		Security: publish.Security{
+			TLS: cfg.TLS, CAFile: cfg.TLSCAFile, CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile,
+			ServerName: cfg.TLSServerName, InsecureSkipVerify: cfg.TLSInsecureSkipVerify,
+			SASLMechanism: cfg.SASLMechanism, Username: cfg.SASLUsername, Password: cfg.SASLPassword,
+		},
+		Logger: log,
+	})
+}
+
+// newLogger builds the process logger on w: zap's production JSON encoder,
+// or its console encoder when asked for or when w is a terminal. There is no
+// sampling: the producer logs a few lines a minute (progress, the summary),
+// and sampling would drop repeated warnings and errors, which must all be
+// seen. Durations are written in seconds.
+func newLogger(cfg *config.Config, w io.Writer) *zap.Logger {
+	format := cfg.LogFormat
+	if format == "" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "console"
+			}
+		}
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if format == "console" {
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	} else {
+		enc = zapcore.NewJSONEncoder(ec)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), cfg.LogLevel))
+}
