@@ -1,0 +1,477 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/couponpipeline/coupon-producer/hack/e2e/kubelet"
+)
+
+// producerImage is the image reference the chain's values give the chart;
+// the test kubelet runs the producer built from cmd/coupon-producer for it,
+// at the image's entrypoint path.
+const producerImage = "coupon-producer:e2e"
+
+// kafkaBrokers returns the real broker the chain publishes to
+// (COUPON_TEST_BROKERS, set by hack/test.sh), or skips: with CI=true it
+// fails instead.
+func kafkaBrokers(t *testing.T) []string {
+	t.Helper()
+	b := os.Getenv("COUPON_TEST_BROKERS")
+	if b == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("COUPON_TEST_BROKERS is not set: CI=true needs the real broker (hack/test.sh starts one)")
+		}
+		t.Skip("COUPON_TEST_BROKERS is not set: start a broker (make kafka-up) and set it, or run make test")
+	}
+	return strings.Split(b, ",")
+}
+
+var (
+	buildOnce sync.Once
+	builtDir  string
+	buildErr  error
+)
+
+// repoBinaries builds coupon-producer and coupongen from the repository,
+// statically (the container's root has no libc), once per test run.
+func repoBinaries(t *testing.T) (producer, coupongen string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		builtDir, buildErr = os.MkdirTemp("", "coupon-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		for _, pkg := range []string{"./cmd/coupon-producer", "./cmd/coupongen"} {
+			cmd := exec.Command("go", "build", "-trimpath", "-o", builtDir+"/", pkg)
+			cmd.Dir = "../.."
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(builtDir, "coupon-producer"), filepath.Join(builtDir, "coupongen")
+}
+
+// The whole chain with the real controllers: the chart installed with
+// helm, one job's schedule every minute; the CronJob controller fires it, the
+// Job controller makes the pod, the test kubelet runs the producer built
+// from this repository with the pod's config file, environment and data
+// volume, and the producer publishes to the real broker. Then a corrupt
+// file fails its Job at once through podFailurePolicy, and a pod killed
+// mid-run is retried and its Job completes.
+func TestWholeChain(t *testing.T) {
+	c := needCluster(t)
+	brokers := kafkaBrokers(t)
+	producer, coupongen := repoBinaries(t)
+	cs := adminClient(t, c)
+	ctx := context.Background()
+	const ns = "chain"
+	namespace(t, c, ns, map[string]string{
+		"pod-security.kubernetes.io/enforce":         "restricted",
+		"pod-security.kubernetes.io/enforce-version": "latest",
+	})
+
+	// The data volume: couponbase1.gz as generated, couponbase3.gz
+	// corrupted in the middle, couponbase2.gz a FIFO the test feeds (see
+	// the kill step).
+	const lines = 100000
+	data := t.TempDir()
+	if err := os.Chmod(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	gen := t.TempDir()
+	if out, err := exec.Command(coupongen, "-dir", gen, "-lines", fmt.Sprint(lines), "-files", "1,2,3").CombinedOutput(); err != nil {
+		t.Fatalf("coupongen: %v\n%s", err, out)
+	}
+	file1, err := os.ReadFile(filepath.Join(gen, "couponbase1.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file2, err := os.ReadFile(filepath.Join(gen, "couponbase2.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file3, err := os.ReadFile(filepath.Join(gen, "couponbase3.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(file3) / 2; i < len(file3)/2+64; i++ {
+		file3[i] = 0xff
+	}
+	if err := os.WriteFile(filepath.Join(data, "couponbase1.gz"), file1, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "couponbase3.gz"), file3, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(data, "couponbase2.gz")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	run := fmt.Sprintf("e2e%d", time.Now().UnixNano())
+	topic := func(file string) string { return run + "-" + file }
+	hostPathPV(t, cs, "chain-data", data, "e2e-chain", ns, "chain-coupon-producer-data", corev1.ReadOnlyMany)
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(values, []byte(fmt.Sprintf(`
+image:
+  repository: coupon-producer
+  tag: e2e
+  pullPolicy: Never
+kafka:
+  brokers: [%s]
+producer:
+  partitions: 3
+  replicationFactor: 1
+  progressInterval: 1s
+data:
+  persistence:
+    storageClass: e2e-chain
+    accessModes: [ReadOnlyMany]
+    size: 1Gi
+jobs:
+  couponbase1:
+    file: couponbase1.gz
+    schedule: "* * * * *"
+    topic: %s
+  couponbase2:
+    file: couponbase2.gz
+    schedule: "0 3 1 1 *"
+    suspend: true
+    topic: %s
+  couponbase3:
+    file: couponbase3.gz
+    schedule: "0 3 1 1 *"
+    suspend: true
+    topic: %s
+`, strings.Join(brokers, ", "), topic("couponbase1.gz"), topic("couponbase2.gz"), topic("couponbase3.gz"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k := startKubelet(t, c, "node-chain", []string{ns}, map[string]kubelet.Image{producerImage: {
+		Entrypoint: []string{"/usr/local/bin/coupon-producer"},
+		User:       "65532:65532",
+		Files:      map[string]string{"/usr/local/bin/coupon-producer": producer},
+	}})
+	h := newHelm(t, c)
+	h.must("install", "chain", chartDir, "-n", ns, "-f", values)
+	admin, err := kadm.NewOptClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+
+	t.Run("the CronJob fires and its Job publishes every code", func(t *testing.T) {
+		cj := "chain-coupon-producer-couponbase1"
+		var job string
+		eventually(t, 90*time.Second, "the every-minute CronJob to create a Job", func() (bool, error) {
+			jobs, err := cs.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return false, err
+			}
+			for _, j := range jobs.Items {
+				if len(j.OwnerReferences) == 1 && j.OwnerReferences[0].Name == cj {
+					job = j.Name
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		// One run is what the counts below expect: no second one a minute
+		// later.
+		if _, err := cs.BatchV1().CronJobs(ns).Patch(ctx, cj, types.MergePatchType, []byte(`{"spec":{"suspend":true}}`), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		j := waitJob(t, cs, ns, job, 120*time.Second)
+		pods := jobPods(t, cs, ns, job)
+		if cond := jobFinished(j); cond.Type != batchv1.JobComplete || len(pods) != 1 {
+			t.Fatalf("job %s: %s (%s), %d pods;%s\n%s", job, cond.Type, cond.Message, len(pods), describePods(pods), podLogs(k, pods))
+		}
+		got, err := cs.BatchV1().CronJobs(ns).Get(ctx, cj, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status.LastSuccessfulTime == nil {
+			t.Error("the CronJob has no lastSuccessfulTime after its Job completed")
+		}
+		want := fileCodes(t, file1)
+		have := topicCodes(t, admin, brokers, topic("couponbase1.gz"))
+		if d := multisetDiff(want, have); d != "" {
+			t.Fatalf("topic %s does not hold the file's codes exactly once: %s", topic("couponbase1.gz"), d)
+		}
+		t.Logf("%d codes of couponbase1.gz in the topic, each as often as in the file", total(have))
+	})
+
+	t.Run("a corrupt file fails the Job at once with exit code 3", func(t *testing.T) {
+		kubectl(t, c, "-n", ns, "create", "job", "--from=cronjob/chain-coupon-producer-couponbase3", "corrupt")
+		j := waitJob(t, cs, ns, "corrupt", 120*time.Second)
+		pods := jobPods(t, cs, ns, "corrupt")
+		cond := jobFinished(j)
+		if cond.Type != batchv1.JobFailed || cond.Reason != batchv1.JobReasonPodFailurePolicy || len(pods) != 1 {
+			t.Fatalf("job corrupt: %s (%s: %s), %d pods, want Failed by PodFailurePolicy with one pod;%s\n%s",
+				cond.Type, cond.Reason, cond.Message, len(pods), describePods(pods), podLogs(k, pods))
+		}
+		if term := pods[0].Status.ContainerStatuses[0].State.Terminated; term == nil || term.ExitCode != 3 {
+			t.Fatalf("the producer did not exit 3;%s\n%s", describePods(pods), podLogs(k, pods))
+		}
+		if logs := podLogs(k, pods); !strings.Contains(logs, "couponbase3.gz") {
+			t.Errorf("the producer's output does not name the file:\n%s", logs)
+		}
+	})
+
+	t.Run("a pod killed mid-run is retried and the Job completes", func(t *testing.T) {
+		// The file is a FIFO so that "mid-run" is certain: the first pod
+		// gets half the gzip stream and waits for more while the test kills
+		// it; the retry gets the whole file.
+		half := make(chan error, 1)
+		killed := make(chan struct{})
+		fed := make(chan error, 1)
+		feedCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		defer cancel()
+		go func() {
+			f, err := openFIFO(feedCtx, fifo)
+			if err != nil {
+				half <- err
+				return
+			}
+			_, err = f.Write(file2[:len(file2)/2])
+			half <- err
+			select {
+			case <-killed:
+			case <-feedCtx.Done():
+			}
+			f.Close()
+			f, err = openFIFO(feedCtx, fifo)
+			if err != nil {
+				fed <- err
+				return
+			}
+			_, err = f.Write(file2)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			fed <- err
+		}()
+		kubectl(t, c, "-n", ns, "create", "job", "--from=cronjob/chain-coupon-producer-couponbase2", "killed")
+		select {
+		case err := <-half:
+			if err != nil {
+				t.Fatalf("feed the first half: %v", err)
+			}
+		case <-time.After(90 * time.Second):
+			t.Fatalf("the producer did not open the file;%s", describePods(jobPods(t, cs, ns, "killed")))
+		}
+		eventually(t, 60*time.Second, "the first pod to publish part of the file", func() (bool, error) {
+			return topicRecords(t, admin, topic("couponbase2.gz")) > 0, nil
+		})
+		first := jobPods(t, cs, ns, "killed")
+		if len(first) != 1 {
+			t.Fatalf("%d pods before the kill;%s", len(first), describePods(first))
+		}
+		if err := k.Kill(ns, first[0].Name); err != nil {
+			t.Fatal(err)
+		}
+		// Only once the killed process is gone may the feeder open the FIFO
+		// again, or it would write to the dying reader.
+		eventually(t, 30*time.Second, "the killed pod to fail", func() (bool, error) {
+			p, err := cs.CoreV1().Pods(ns).Get(ctx, first[0].Name, metav1.GetOptions{})
+			return err == nil && p.Status.Phase == corev1.PodFailed, err
+		})
+		close(killed)
+		j := waitJob(t, cs, ns, "killed", 150*time.Second)
+		pods := jobPods(t, cs, ns, "killed")
+		if err := <-fed; err != nil {
+			t.Errorf("feed the whole file: %v", err)
+		}
+		cond := jobFinished(j)
+		if cond.Type != batchv1.JobComplete || len(pods) != 2 || j.Status.Failed != 1 || j.Status.Succeeded != 1 {
+			t.Fatalf("job killed: %s (%s), %d pods, %d failed, %d succeeded; want Complete after one counted retry;%s\n%s",
+				cond.Type, cond.Message, len(pods), j.Status.Failed, j.Status.Succeeded, describePods(pods), podLogs(k, pods))
+		}
+		if term := pods[0].Status.ContainerStatuses[0].State.Terminated; term == nil || term.ExitCode != 137 {
+			t.Errorf("the killed pod did not end with 137;%s", describePods(pods))
+		}
+		// The first run delivered part of the file, the retry all of it:
+		// every code is there at least as often as in the file.
+		want := fileCodes(t, file2)
+		have := topicCodes(t, admin, brokers, topic("couponbase2.gz"))
+		extra := total(have) - total(want)
+		if extra <= 0 || extra >= total(want) {
+			t.Errorf("%d records for %d codes: want the whole file plus the part the killed run delivered", total(have), total(want))
+		}
+		for code, n := range want {
+			if have[code] < n {
+				t.Fatalf("code %s: %d in the topic, %d in the file", code, have[code], n)
+			}
+		}
+		t.Logf("%d records: the file's %d codes and %d from the killed run", total(have), total(want), extra)
+	})
+
+	h.must("uninstall", "chain", "-n", ns, "--wait", "--timeout", "60s")
+}
+
+// openFIFO opens the FIFO for writing once a reader has opened it.
+func openFIFO(ctx context.Context, path string) (*os.File, error) {
+	for {
+		f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.ENXIO) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no reader opened %s: %w", path, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// fileCodes counts each code of a generated file (one code per line).
+func fileCodes(t *testing.T, gz []byte) map[string]int {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	sc := bufio.NewScanner(zr)
+	for sc.Scan() {
+		if code := strings.TrimSpace(sc.Text()); code != "" {
+			out[code]++
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// topicRecords returns the number of records in the topic, 0 before it
+// exists.
+func topicRecords(t *testing.T, admin *kadm.Client, topic string) int64 {
+	t.Helper()
+	ends, err := admin.ListEndOffsets(context.Background(), topic)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			n += o.Offset
+		}
+	})
+	return n
+}
+
+// topicCodes reads the whole topic and counts each record value.
+func topicCodes(t *testing.T, admin *kadm.Client, brokers []string, topic string) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ends, err := admin.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatalf("end offsets of %s: %v", topic, err)
+	}
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			t.Fatalf("end offset of %s/%d: %v", topic, o.Partition, o.Err)
+		}
+		if o.Offset > 0 {
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	out := map[string]int{}
+	for len(remaining) > 0 {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("read %s: %v (partitions left: %v)", topic, err, remaining)
+		}
+		fs.EachError(func(_ string, p int32, err error) { t.Fatalf("read %s/%d: %v", topic, p, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			out[string(r.Value)]++
+			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
+				delete(remaining, r.Partition)
+			}
+		})
+	}
+	return out
+}
+
+// multisetDiff describes how two multisets differ, "" when they are equal.
+func multisetDiff(want, have map[string]int) string {
+	var diffs []string
+	for code, n := range want {
+		if have[code] != n {
+			diffs = append(diffs, fmt.Sprintf("%s: %d in the topic, %d in the file", code, have[code], n))
+		}
+	}
+	for code, n := range have {
+		if _, ok := want[code]; !ok {
+			diffs = append(diffs, fmt.Sprintf("%s: %d in the topic, not in the file", code, n))
+		}
+	}
+	if len(diffs) == 0 {
+		return ""
+	}
+	sort.Strings(diffs)
+	if len(diffs) > 5 {
+		diffs = append(diffs[:5], fmt.Sprintf("... %d more", len(diffs)-5))
+	}
+	return fmt.Sprintf("%d records for %d codes; %s", total(have), total(want), strings.Join(diffs, "; "))
+}
+
+func total(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// podLogs is a failure message's account of the pods' output.
+func podLogs(k *kubelet.Kubelet, pods []corev1.Pod) string {
+	var b strings.Builder
+	for _, p := range pods {
+		for _, c := range p.Spec.Containers {
+			logs, err := k.Logs(p.Namespace, p.Name, c.Name)
+			if err != nil {
+				logs = err.Error()
+			}
+			fmt.Fprintf(&b, "--- %s %s:\n%s\n", p.Name, c.Name, logs)
+		}
+	}
+	return b.String()
+}
