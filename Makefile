@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DATA ?= data/coupons
 DEMO_LINES ?= 3000000
 
-.PHONY: all build demo test test-unit fuzz bench kafka-up kafka-down kafka-clean lint clean
+.PHONY: all build demo test test-unit test-e2e kube-bin fuzz bench kafka-up kafka-down kafka-clean lint clean
 
 all: build
 
@@ -27,6 +27,17 @@ demo: build
 # container/compose checks.
 test:
 	bash hack/test.sh
+
+# The end-to-end tests on a real Kubernetes control plane (hack/e2e); they
+# need root, the binaries of kube-bin and, for the whole chain, a broker in
+# COUPON_TEST_BROKERS (make test provides one).
+test-e2e:
+	cd hack/e2e && COUPON_KUBE_BIN=$$(../kube/build.sh --print-dir) go test -count=1 -timeout 30m ./...
+
+# Builds kube-apiserver, kube-controller-manager, kubectl, etcd and helm from
+# the Go module proxy into a cache (about 8 minutes once).
+kube-bin:
+	bash hack/kube/build.sh
 
 # The tests that need neither Java nor a broker.
 test-unit:
