@@ -132,6 +132,10 @@ func (p *Publisher) Connect(ctx context.Context) error {
 			if err == nil {
 				return
 			}
+			if Permanent(err) {
+				p.connectErr = fmt.Errorf("kafka at %s refuses the connection: %w", strings.Join(p.cfg.Brokers, ","), err)
+				return
+			}
 			p.cfg.Logger.Debug("brokers not reachable yet", "brokers", p.cfg.Brokers, "err", err)
 			select {
 			case <-ctx.Done():

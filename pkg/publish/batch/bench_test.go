@@ -141,7 +141,7 @@ func TestPublishFile(t *testing.T) {
 	}
 	topic := envOr("COUPON_BENCH_TOPIC", fmt.Sprintf("bench-batch-%d", time.Now().UnixNano()))
 	partitions, _ := strconv.Atoi(envOr("COUPON_BENCH_PARTITIONS", "6"))
-	o := Options{Compression: envOr("COUPON_BENCH_COMPRESSION", "lz4"), Logger: quiet}
+	o := Options{Compression: envOr("COUPON_BENCH_COMPRESSION", "lz4"), DeliveryTimeout: 2 * time.Minute, Logger: quiet}
 	o.Linger, _ = time.ParseDuration(envOr("COUPON_BENCH_LINGER", "10ms"))
 	batchBytes, _ := strconv.Atoi(envOr("COUPON_BENCH_BATCH_BYTES", "0"))
 	o.BatchMaxBytes = int32(batchBytes)

@@ -88,8 +88,8 @@ type Options struct {
 	// for full speed.
 	MaxBufferedBytes int
 	// DeliveryTimeout is how long after its first code a batch may be
-	// retried before its codes count as failed; 0: until Finish's context
-	// ends. A batch in flight fails only once its request ends.
+	// retried before its codes count as failed; it must be positive. A
+	// batch in flight fails only once its request ends.
 	DeliveryTimeout time.Duration
 	Logger          *slog.Logger
 }
@@ -119,8 +119,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("max buffered bytes %d is less than one batch of %d bytes", o.MaxBufferedBytes, o.BatchMaxBytes)
 	case o.Linger < 0:
 		return fmt.Errorf("linger %s is negative", o.Linger)
-	case o.DeliveryTimeout < 0:
-		return fmt.Errorf("delivery timeout %s is negative", o.DeliveryTimeout)
+	case o.DeliveryTimeout <= 0:
+		return fmt.Errorf("delivery timeout %s is not positive: a batch could be retried forever", o.DeliveryTimeout)
 	}
 	if _, ok := publish.Codecs[o.Compression]; !ok {
 		return fmt.Errorf("unknown compression %q", o.Compression)
@@ -166,7 +166,10 @@ type Stream struct {
 	flushing  bool     // Finish was called: send every batch without lingering
 	sent      int64    // codes written
 	delivered int64    // codes acknowledged
-	firstErr  error
+	firstErr  error    // the cause of the first failed code
+	stopped   error    // a failure retrying cannot fix: every code fails
+
+	acked func(*batch) // tests: called with s.mu held for each acknowledged batch
 }
 
 // partition is the state of one partition. open and queue are guarded by
@@ -254,17 +257,22 @@ func compressor(name string) (kgo.Compressor, error) {
 func (s *Stream) Write(code []byte) error {
 	p := &s.parts[partitionFor(code, len(s.parts))]
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.sent++
+	if s.stopped != nil {
+		return s.stopped
+	}
 	b := p.open
 	if b == nil || !b.fits(len(code)) {
 		var err error
 		if b, err = s.rotate(p, len(code)); err != nil {
-			s.mu.Unlock()
+			// The code counts as sent and failed, with its cause.
+			err = fmt.Errorf("partition %d: code not buffered: %w", p.id, err)
+			s.setErr(err)
 			return err
 		}
 	}
 	b.add(code)
-	s.mu.Unlock()
 	return nil
 }
 
@@ -283,6 +291,9 @@ func (s *Stream) rotate(p *partition, n int) (*batch, error) {
 		if err := s.writeCtx.Err(); err != nil {
 			return nil, err
 		}
+		if s.stopped != nil {
+			return nil, s.stopped
+		}
 		s.starved = true
 		s.kick()
 		s.space.Wait()
@@ -295,10 +306,8 @@ func (s *Stream) rotate(p *partition, n int) (*batch, error) {
 		buf = make([]byte, 0, size)
 		s.allocated += size
 	}
-	p.open = &batch{part: p.id, buf: buf[:headerSize], created: time.Now()}
-	if s.o.DeliveryTimeout > 0 {
-		p.open.deadline = p.open.created.Add(s.o.DeliveryTimeout)
-	}
+	now := time.Now()
+	p.open = &batch{part: p.id, buf: buf[:headerSize], created: now, deadline: now.Add(s.o.DeliveryTimeout)}
 	// The sender sends the closed batch or starts the new one's linger.
 	s.kick()
 	return p.open, nil
@@ -332,9 +341,7 @@ func (s *Stream) Finish(ctx context.Context) (publish.Delivery, error) {
 	case <-s.done:
 	case <-ctx.Done():
 		s.mu.Lock()
-		if s.firstErr == nil {
-			s.firstErr = fmt.Errorf("flush ended: %w", context.Cause(ctx))
-		}
+		s.setErr(fmt.Errorf("flush ended: %w", context.Cause(ctx)))
 		s.mu.Unlock()
 		s.cancel()
 		<-s.done
@@ -348,20 +355,38 @@ func (s *Stream) Finish(ctx context.Context) (publish.Delivery, error) {
 	if d.Failed == 0 {
 		return d, nil
 	}
-	cause := s.firstErr
-	if cause == nil {
-		cause = errors.New("unknown cause") // unreachable: every failure records its cause
+	// Every path that fails a code records a cause first (setErr).
+	return d, fmt.Errorf("%d of %d %w to topic %s: %w", d.Failed, d.Sent, publish.ErrUndelivered, s.topic, s.firstErr)
+}
+
+// setErr records err as the cause of the failed codes unless one is
+// recorded. s.mu is held.
+func (s *Stream) setErr(err error) {
+	if s.firstErr == nil {
+		s.firstErr = err
 	}
-	return d, fmt.Errorf("%d of %d %w to topic %s: %w", d.Failed, d.Sent, publish.ErrUndelivered, s.topic, cause)
+}
+
+// stop records a failure that retrying cannot fix (see
+// publish.Permanent): Write refuses codes from now on, and the sender fails
+// every batch not in flight. s.mu is held.
+func (s *Stream) stop(err error) {
+	if s.stopped != nil {
+		return
+	}
+	s.stopped = fmt.Errorf("kafka refuses the codes, retrying cannot help: %w", err)
+	s.log.Error("stopping", "err", err)
+	s.space.Broadcast()
+	s.kick()
 }
 
 // fail counts b's codes as failed and frees its buffer. s.mu is held.
 func (s *Stream) fail(b *batch, err error) {
 	level := slog.LevelDebug
 	if s.firstErr == nil {
-		s.firstErr = fmt.Errorf("partition %d: %w", b.part, err)
 		level = slog.LevelWarn // once: a broker that refuses everything fails every batch
 	}
+	s.setErr(fmt.Errorf("partition %d: %w", b.part, err))
 	s.log.Log(context.Background(), level, "batch failed", "partition", b.part, "codes", b.n, "err", err)
 	s.release(b)
 }
