@@ -53,8 +53,9 @@ func BenchmarkBatchAppend(b *testing.B) {
 // stand-in for the sender that acknowledges every batch at once.
 func BenchmarkStreamWrite(b *testing.B) {
 	s := &Stream{
-		o:        Options{BatchMaxBytes: DefaultBatchMaxBytes, MaxBufferedBytes: DefaultMaxBufferedBytes},
-		writeCtx: context.Background(),
+		o:         Options{BatchMaxBytes: DefaultBatchMaxBytes, MaxBufferedBytes: DefaultMaxBufferedBytes},
+		batchSize: DefaultBatchMaxBytes,
+		writeCtx:  context.Background(),
 		wake:     make(chan struct{}, 1),
 		parts:    make([]partition, 6),
 	}

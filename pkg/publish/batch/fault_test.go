@@ -238,3 +238,66 @@ func TestPermanentErrorStopsTheStream(t *testing.T) {
 		})
 	}
 }
+
+func TestBatchLargerThanTopicAllows(t *testing.T) {
+	c := newCluster(t, 1)
+	if err := c.CreateTopic("small", 1, map[string]string{"max.message.bytes": "2000"}); err != nil {
+		t.Fatal(err)
+	}
+	o := testOptions() // batches of 4 KiB
+	_, err := New(context.Background(), newClient(t, c), "small", o)
+	if !errors.Is(err, ErrBatchTooLarge) || !strings.Contains(err.Error(), "4096") || !strings.Contains(err.Error(), "max.message.bytes 2000") {
+		t.Fatalf("err = %v, want ErrBatchTooLarge naming 4096 and 2000", err)
+	}
+	o.BatchMaxBytes = 2000
+	s, err := New(context.Background(), newClient(t, c), "small", o)
+	if err != nil {
+		t.Fatalf("a batch size the topic allows: %v", err)
+	}
+	if _, err := s.Finish(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestManyPartitionsFillTheirBatches: with more partitions than full-size
+// buffers fit in MaxBufferedBytes, batches are smaller, not near-empty.
+func TestManyPartitionsFillTheirBatches(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(64, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	o := testOptions()
+	o.BatchMaxBytes = 64 << 10
+	o.MaxBufferedBytes = 1 << 20 // 16 full-size buffers for 64 partitions
+	o.Linger = time.Hour         // only full batches, lack of space or Finish send
+	var requests, batches atomic.Int64
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		requests.Add(1)
+		for _, t := range req.(*kmsg.ProduceRequest).Topics {
+			batches.Add(int64(len(t.Partitions)))
+		}
+		return nil, nil, false
+	})
+	s, err := New(context.Background(), newClient(t, c), "t", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := kafkatest.Codes(300_000)
+	write(t, s, cs)
+	d, err := s.Finish(context.Background())
+	if err != nil || d.Delivered != int64(len(cs)) {
+		t.Fatalf("delivery %+v, err %v", d, err)
+	}
+	// 300,000 records of about 27 bytes in 8 KiB buffers are about 1,000
+	// batches; starved, each would carry a handful of records.
+	perBatch := float64(len(cs)) / float64(batches.Load())
+	if perBatch < 150 {
+		t.Fatalf("%d batches in %d requests, %.0f records per batch: batches are sent nearly empty",
+			batches.Load(), requests.Load(), perBatch)
+	}
+	if s.allocated > o.MaxBufferedBytes {
+		t.Fatalf("%d bytes of buffers, limit %d", s.allocated, o.MaxBufferedBytes)
+	}
+}

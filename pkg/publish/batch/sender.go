@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -465,4 +466,36 @@ func (s *Stream) initProducerID(ctx context.Context) (int64, int16, error) {
 		case <-time.After(backoff(attempt)):
 		}
 	}
+}
+
+// checkMaxMessageBytes refuses a BatchMaxBytes larger than the topic's
+// max.message.bytes, which bounds a record batch with its log overhead, as
+// a batch buffer is. A topic whose configs cannot be read is not checked:
+// a batch the broker refuses as too large then stops the stream.
+func (s *Stream) checkMaxMessageBytes(ctx context.Context) error {
+	req := kmsg.NewPtrDescribeConfigsRequest()
+	rr := kmsg.NewDescribeConfigsRequestResource()
+	rr.ResourceType = kmsg.ConfigResourceTypeTopic
+	rr.ResourceName = s.topic
+	rr.ConfigNames = []string{"max.message.bytes"}
+	req.Resources = append(req.Resources, rr)
+	resp, err := req.RequestWith(ctx, s.cl)
+	if err == nil && len(resp.Resources) == 1 {
+		err = kerr.ErrorForCode(resp.Resources[0].ErrorCode)
+	}
+	if err != nil || len(resp.Resources) != 1 {
+		s.log.Warn("cannot read the topic's max.message.bytes", "err", err)
+		return nil
+	}
+	for _, c := range resp.Resources[0].Configs {
+		if c.Name != "max.message.bytes" || c.Value == nil {
+			continue
+		}
+		limit, err := strconv.ParseInt(*c.Value, 10, 32)
+		if err == nil && int64(s.o.BatchMaxBytes) > limit {
+			return fmt.Errorf("%w: batch max bytes %d is more than max.message.bytes %d of topic %s",
+				ErrBatchTooLarge, s.o.BatchMaxBytes, limit, s.topic)
+		}
+	}
+	return nil
 }

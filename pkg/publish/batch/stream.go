@@ -65,6 +65,10 @@ const (
 // waits that long plus its own request overhead for an answer.
 const produceTimeout = 10 * time.Second
 
+// ErrBatchTooLarge is returned by New when BatchMaxBytes is more than the
+// topic's max.message.bytes: the broker would refuse every full batch.
+var ErrBatchTooLarge = errors.New("batch max bytes more than the topic accepts")
+
 // ErrAcks is returned by New for a client not configured with acks=all:
 // the idempotent producer needs every in-sync replica's acknowledgement.
 var ErrAcks = errors.New("kafka client must be configured with acks=all")
@@ -137,7 +141,10 @@ type Stream struct {
 	topicID [16]byte
 	o       Options
 	codec   kgo.Compressor // nil: no compression
-	log     *slog.Logger
+	// batchSize is the size of a batch buffer: BatchMaxBytes, or less
+	// for many partitions.
+	batchSize int
+	log       *slog.Logger
 
 	writeCtx context.Context    // Write stops waiting for space when it ends
 	stopWait func() bool        // unregisters the wake-up of Write on writeCtx
@@ -227,6 +234,15 @@ func New(ctx context.Context, cl *kgo.Client, topic string, o Options) (*Stream,
 		s.parts[i] = partition{id: int32(i), leader: -1, pid: -1}
 	}
 	s.setLeaders(meta)
+	// Each partition holds a batch filling and one in flight. When that
+	// many full-size buffers do not fit in MaxBufferedBytes (a topic of
+	// many partitions), Write would wait for space all the time and the
+	// sender would send near-empty batches to make room: smaller batches
+	// keep them full.
+	s.batchSize = min(int(o.BatchMaxBytes), max(minBatchMaxBytes, o.MaxBufferedBytes/(2*len(s.parts))))
+	if err := s.checkMaxMessageBytes(ctx); err != nil {
+		return nil, err
+	}
 	if s.pid, s.pidEpoch, err = s.initProducerID(ctx); err != nil {
 		return nil, err
 	}
@@ -279,14 +295,14 @@ func (s *Stream) Write(code []byte) error {
 // rotate queues p's full batch, if any, and opens a new one. It is Write's
 // slow path, once per batch.
 func (s *Stream) rotate(p *partition, n int) (*batch, error) {
-	if headerSize+recordSize(n, 0) > int(s.o.BatchMaxBytes) {
-		return nil, fmt.Errorf("code of %d bytes does not fit in a batch of %d bytes", n, s.o.BatchMaxBytes)
+	if headerSize+recordSize(n, 0) > s.batchSize {
+		return nil, fmt.Errorf("code of %d bytes does not fit in a batch of %d bytes", n, s.batchSize)
 	}
 	if p.open != nil {
 		p.queue = append(p.queue, p.open)
 		p.open = nil
 	}
-	size := int(s.o.BatchMaxBytes)
+	size := s.batchSize
 	for len(s.free) == 0 && s.allocated+size > s.o.MaxBufferedBytes {
 		if err := s.writeCtx.Err(); err != nil {
 			return nil, err
