@@ -56,8 +56,8 @@ func BenchmarkStreamWrite(b *testing.B) {
 		o:         Options{BatchMaxBytes: DefaultBatchMaxBytes, MaxBufferedBytes: DefaultMaxBufferedBytes},
 		batchSize: DefaultBatchMaxBytes,
 		writeCtx:  context.Background(),
-		wake:     make(chan struct{}, 1),
-		parts:    make([]partition, 6),
+		wake:      make(chan struct{}, 1),
+		parts:     make([]partition, 6),
 	}
 	s.space.L = &s.mu
 	stop := make(chan struct{})
