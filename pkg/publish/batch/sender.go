@@ -76,12 +76,19 @@ func (s *Stream) run() {
 	}
 }
 
+// refreshTimeout bounds a metadata or producer ID request of the sender.
+const refreshTimeout = 2 * time.Second
+
 // refresh gets a new producer ID or the leaders when they are needed: the
 // leaders at most every 100ms, as retries ask for them, and each at most
 // once a second while it fails.
 func (s *Stream) refresh(now time.Time) {
+	// The sender waits for these requests: bounded, so that batches still
+	// expire on time while no broker answers.
 	if s.needPID && !now.Before(s.retryPID) {
-		pid, epoch, err := s.initProducerID(s.ctx)
+		ctx, cancel := context.WithTimeout(s.ctx, refreshTimeout)
+		pid, epoch, err := s.initProducerID(ctx)
+		cancel()
 		if err != nil {
 			s.log.Warn("cannot get a new producer id", "err", err)
 			s.retryPID = now.Add(time.Second)
@@ -91,7 +98,9 @@ func (s *Stream) refresh(now time.Time) {
 		}
 	}
 	if s.needMeta && !now.Before(s.retryMeta) {
-		meta, err := s.metadata(s.ctx)
+		ctx, cancel := context.WithTimeout(s.ctx, refreshTimeout)
+		meta, err := s.metadata(ctx)
+		cancel()
 		if err != nil {
 			s.log.Warn("cannot look up partition leaders", "err", err)
 			s.retryMeta = now.Add(time.Second)
