@@ -222,8 +222,10 @@ func (c *kafkaCluster) Restart(id int) {
 	c.waitBrokers([]int{id})
 }
 
-// waitBrokers waits until the cluster's metadata lists every running node
-// (or the nodes in ids).
+// waitBrokers waits until every running node (or the nodes in ids)
+// answers a metadata request itself, listing the others: a node's own
+// answer, as the metadata of another node may be stale (a cluster that lost
+// its controller quorum still lists the nodes that died).
 func (c *kafkaCluster) waitBrokers(ids []int) {
 	c.t.Helper()
 	if ids == nil {
@@ -233,7 +235,14 @@ func (c *kafkaCluster) waitBrokers(ids []int) {
 			}
 		}
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(c.Bootstrap(), ",")...))
+	for _, id := range ids {
+		c.waitNode(id, ids)
+	}
+}
+
+func (c *kafkaCluster) waitNode(id int, ids []int) {
+	c.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(fmt.Sprintf("127.0.0.1:%d", c.node(id).advertised)))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -241,9 +250,11 @@ func (c *kafkaCluster) waitBrokers(ids []int) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		resp, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl)
+		var resp *kmsg.MetadataResponse
+		kresp, err := cl.SeedBrokers()[0].Request(ctx, kmsg.NewPtrMetadataRequest())
 		cancel()
 		if err == nil {
+			resp = kresp.(*kmsg.MetadataResponse)
 			listed := map[int32]bool{}
 			for _, b := range resp.Brokers {
 				listed[b.NodeID] = true
@@ -256,12 +267,10 @@ func (c *kafkaCluster) waitBrokers(ids []int) {
 				return
 			}
 		}
-		for _, id := range ids {
-			select {
-			case <-c.node(id).exited:
-				c.t.Fatalf("kafka node %d exited while starting; log in %s", id, c.node(id).dir)
-			default:
-			}
+		select {
+		case <-c.node(id).exited:
+			c.t.Fatalf("kafka node %d exited while starting; log in %s", id, c.node(id).dir)
+		default:
 		}
 		if time.Now().After(deadline) {
 			c.t.Fatalf("kafka nodes %v not ready after 2 minutes (last error %v); logs in %s", ids, err, c.dir)

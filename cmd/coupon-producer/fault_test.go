@@ -273,11 +273,9 @@ func waitLeaders(t *testing.T, brokers, topic string) {
 // producer is killed, failing the test, past its delivery timeout plus a
 // margin).
 func TestFaultNetworkBlackhole(t *testing.T) {
-	const proxyPort = 49150
-	c := startKafka(t, 1, 49140, func(int) int { return proxyPort })
-	hole := newBlackhole(t, proxyPort, fmt.Sprintf("127.0.0.1:%d", c.node(1).port))
-	// The proxy was not listening while the node started: wait again.
-	c.waitBrokers(nil)
+	const proxyPort, brokerPort = 49150, 49140
+	hole := newBlackhole(t, proxyPort, fmt.Sprintf("127.0.0.1:%d", brokerPort))
+	c := startKafka(t, 1, brokerPort, func(int) int { return proxyPort })
 	file := generate(t, 3_000_000, 25)
 	topic := uniqueTopic("fault-blackhole")
 	log, code := produceFor(t, 3*time.Minute, c.Bootstrap(), topic, file, func(*exec.Cmd) {
