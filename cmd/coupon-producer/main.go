@@ -76,6 +76,9 @@ func realMain(args []string, stdout, stderr io.Writer) error {
 			cancel(signalError{s.(syscall.Signal)})
 		}
 	}()
+	if cfg.Preflight {
+		return runPreflight(ctx, cfg, log)
+	}
 	return serve(ctx, cfg, stdout, log)
 }
 

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -492,6 +494,47 @@ func TestComposeConfigFileLoads(t *testing.T) {
 	}
 	for _, want := range []string{`brokers: ["kafka:9092"] # from file ` + cfg, `file: "/data/couponbase1.gz" # from env COUPON_FILE`,
 		`log-format: "json" # from file ` + cfg} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("--print-config lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
+
+// TestChartConfigFileLoads: the config file the Helm chart renders into its
+// ConfigMap (the default render, kept as a golden file by the chart tests)
+// is read by the binary without an unknown key or a wrong type, with the
+// file and topic coming from the CronJob's env as the chart sets them.
+func TestChartConfigFileLoads(t *testing.T) {
+	golden, err := os.ReadFile("../../hack/deploytest/testdata/chart/default.golden.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var config string
+	dec := yaml.NewDecoder(bytes.NewReader(golden))
+	for {
+		var obj struct {
+			Kind string            `yaml:"kind"`
+			Data map[string]string `yaml:"data"`
+		}
+		if err := dec.Decode(&obj); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatal(err)
+		}
+		if obj.Kind == "ConfigMap" {
+			config = obj.Data["config.yaml"]
+		}
+	}
+	if config == "" {
+		t.Fatal("the chart's default render has no ConfigMap with config.yaml")
+	}
+	path := writeConfig(t, config)
+	r := runBinary(t, []string{"COUPON_PRODUCER_CONFIG=" + path, "COUPON_FILE=/data/couponbase1.gz"}, "--print-config")
+	if r.code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{`brokers: ["kafka:9092"] # from file ` + path, `progress-interval: "30s" # from file ` + path} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("--print-config lacks %q:\n%s", want, r.stdout)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/couponpipeline/coupon-producer/pkg/config"
 	"github.com/couponpipeline/coupon-producer/pkg/metrics"
+	"github.com/couponpipeline/coupon-producer/pkg/preflight"
 	"github.com/couponpipeline/coupon-producer/pkg/publish"
 	"github.com/couponpipeline/coupon-producer/pkg/publish/batch"
 	"github.com/couponpipeline/coupon-producer/pkg/run"
@@ -74,9 +76,73 @@ func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *za
 			errs = append(errs, context.Cause(ctx))
 			break
 		}
-		if _, err := run.File(ctx, f, cfg.TopicFor(f), target, opts); err != nil {
+		sum, err := run.File(ctx, f, cfg.TopicFor(f), target, opts)
+		if err != nil {
 			errs = append(errs, err)
 		}
+		if cfg.PushgatewayURL != "" {
+			pushOutcome(cfg.PushgatewayURL, sum, exitCode(err), log)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pushTimeout bounds the push at the end of a run: the run is over, and a
+// Pushgateway that does not answer must not keep the Job alive.
+const pushTimeout = 10 * time.Second
+
+// pushOutcome pushes a finished run to the Pushgateway. A failed push is
+// logged, not returned: every code's fate is already decided, and the exit
+// code must say that, not whether monitoring was reachable (a missing push
+// shows up as a stale last-success alert).
+func pushOutcome(url string, sum run.Summary, code int, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), pushTimeout)
+	defer cancel()
+	o := metrics.Outcome{
+		File: filepath.Base(sum.File), Topic: sum.Topic, Finished: time.Now(), Duration: sum.Duration,
+		Delivered: sum.Delivered, Failed: sum.Failed, ExitCode: code,
+	}
+	if err := metrics.Push(ctx, url, o, nil); err != nil {
+		log.Warn("cannot push metrics", zap.String("file", sum.File), zap.NamedError("err", err))
+		return
+	}
+	log.Debug("pushed metrics", zap.String("file", sum.File), zap.String("url", url))
+}
+
+// runPreflight checks, publishing nothing, what a run of the configured
+// files would need: each file a readable gzip file (exit 3 otherwise), the
+// brokers reachable and each topic writable or creatable (exit 1).
+func runPreflight(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	var errs []error
+	for _, f := range cfg.Files {
+		if err := preflight.File(f); err != nil {
+			log.Error("preflight: file", zap.String("file", f), zap.NamedError("err", err))
+			errs = append(errs, err)
+			continue
+		}
+		log.Info("preflight: file is readable gzip", zap.String("file", f))
+	}
+	if cfg.DryRun {
+		return errors.Join(errs...)
+	}
+	p, err := newPublisher(cfg, log)
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("%w: %v", config.ErrUsage, err))...)
+	}
+	defer p.Close()
+	if err := p.Connect(ctx); err != nil {
+		log.Error("preflight: brokers", zap.Strings("brokers", cfg.Brokers), zap.NamedError("err", err))
+		return errors.Join(append(errs, err)...)
+	}
+	log.Info("preflight: brokers answer", zap.Strings("brokers", cfg.Brokers))
+	for _, f := range cfg.Files {
+		topic := cfg.TopicFor(f)
+		if err := preflight.Topic(ctx, p.Client(), topic, int32(cfg.Partitions), int16(cfg.ReplicationFactor), cfg.TopicConfigs); err != nil {
+			log.Error("preflight: topic", zap.String("topic", topic), zap.NamedError("err", err))
+			errs = append(errs, err)
+			continue
+		}
+		log.Info("preflight: topic can be written or created", zap.String("topic", topic))
 	}
 	return errors.Join(errs...)
 }

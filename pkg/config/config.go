@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,7 @@ type Config struct {
 	LogFormat        string // json or console; empty: console on a terminal
 	LogLevel         zapcore.Level
 	MetricsAddr      string
+	PushgatewayURL   string
 
 	Schedule   string
 	ScheduleTZ string
@@ -69,6 +71,7 @@ type Config struct {
 
 	ConfigFile  string // the config file read; empty: none
 	PrintConfig bool   // --print-config: print the configuration and exit
+	Preflight   bool   // --preflight: check the brokers, topics and files, publish nothing
 	ShowVersion bool   // --version: print the version and exit
 
 	// sources says where each key's value came from: "flag --x", "env X",
@@ -115,6 +118,7 @@ func parse(args []string, out io.Writer) (*Config, error) {
 	}
 	configFlag := fs.String("config", "", "YAML config file")
 	printConfig := fs.Bool("print-config", false, "print the configuration and exit")
+	preflight := fs.Bool("preflight", false, "check brokers, topics and files without publishing, and exit")
 	version := fs.Bool("version", false, "print the version and exit")
 	help := fs.BoolP("help", "h", false, "print this help and exit")
 	if err := fs.Parse(args); err != nil {
@@ -124,7 +128,7 @@ func parse(args []string, out io.Writer) (*Config, error) {
 		Usage(out)
 		return nil, ErrHelp
 	}
-	c := &Config{ShowVersion: *version, PrintConfig: *printConfig, sources: map[string]string{}}
+	c := &Config{ShowVersion: *version, PrintConfig: *printConfig, Preflight: *preflight, sources: map[string]string{}}
 	if c.ShowVersion {
 		return c, nil
 	}
@@ -338,6 +342,11 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return c.bad("sasl-mechanism", c.SASLMechanism, "is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+	}
+	if c.PushgatewayURL != "" {
+		if u, err := url.Parse(c.PushgatewayURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return c.bad("pushgateway-url", c.PushgatewayURL, "is not an http:// or https:// URL")
+		}
 	}
 	if c.RunOnStart && c.Schedule == "" {
 		return errors.New("run-on-start needs schedule")

@@ -319,6 +319,7 @@ func TestValidateQuotesValueAndSource(t *testing.T) {
 		{nil, []string{"--topic", "a/b"}, []string{`"a/b"`}},
 		{nil, []string{"--schedule-tz", "Mars/Base"}, []string{`"Mars/Base"`}},
 		{nil, []string{"--run-on-start"}, []string{"run-on-start needs schedule"}},
+		{[]string{"PUSHGATEWAY_URL", "pushgateway:9091"}, nil, []string{`pushgateway-url "pushgateway:9091"`, "env PUSHGATEWAY_URL", "http://"}},
 	} {
 		t.Run(strings.Join(append(tc.env, tc.args...), " "), func(t *testing.T) {
 			cleanEnv(t, tc.env...)

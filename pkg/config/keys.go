@@ -88,6 +88,8 @@ var keys = []key{
 		"log level: debug, info, warn or error (debug adds the Kafka client's logs)", func(c *Config) any { return &c.LogLevel }},
 	{"metrics-addr", []string{"METRICS_ADDR"}, kString, "",
 		"address to serve Prometheus /metrics and /healthz on, e.g. :9100; empty: none", func(c *Config) any { return &c.MetricsAddr }},
+	{"pushgateway-url", []string{"PUSHGATEWAY_URL"}, kString, "",
+		"Prometheus Pushgateway to push each run's outcome to at its end, e.g. http://pushgateway:9091; empty: none", func(c *Config) any { return &c.PushgatewayURL }},
 	{"dry-run", []string{"DRY_RUN"}, kBool, "false",
 		"no Kafka: write every code to stdout, one per line", func(c *Config) any { return &c.DryRun }},
 	{"schedule", []string{"SCHEDULE"}, kString, "",

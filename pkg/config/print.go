@@ -46,6 +46,9 @@ sasl-password-file: never from a flag or the config file.
 Command flags:
   --config FILE    YAML config file (env %s); a missing file is an error
   --print-config   print the effective configuration as YAML, secrets %s, and exit
+  --preflight      check, publishing nothing, that the brokers answer, that each
+                   topic can be written or created and that each file is a
+                   readable gzip file; exit 0 or with the code of the failure
   --version        print the version and exit
   -h, --help       print this help and exit
 
