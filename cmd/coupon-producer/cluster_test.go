@@ -78,7 +78,10 @@ type kafkaNode struct {
 
 // startKafka starts n nodes: node i listens on basePort+2i and its
 // controller on basePort+2i+1. advertise, when not nil, gives the port a
-// node advertises to clients (a proxy in front of it).
+// node advertises to clients (a proxy in front of it). Tests use ports
+// below 32768, outside Linux's ephemeral range: a port there can be the
+// local end of any client connection on the machine, and a node restarted
+// after a kill could not bind it again.
 func startKafka(t *testing.T, n, basePort int, advertise func(node int) int) *kafkaCluster {
 	t.Helper()
 	java, lib := needOwnKafka(t)

@@ -128,7 +128,7 @@ func createTopic(t *testing.T, brokers, topic string, partitions int32, rf int16
 // and starts it again: the producer retries within its delivery timeout
 // and every code is in the topic once (default lz4).
 func TestFaultBrokerKilledAndRestarted(t *testing.T) {
-	c := startKafka(t, 1, 49110, nil)
+	c := startKafka(t, 1, 23110, nil)
 	file := generate(t, 3_000_000, 21)
 	topic := uniqueTopic("fault-kill")
 	log, code := produceFor(t, 4*time.Minute, c.Bootstrap(), topic, file, func(*exec.Cmd) {
@@ -145,7 +145,7 @@ func TestFaultBrokerKilledAndRestarted(t *testing.T) {
 // TestKafkaBrokerRestart stops the broker gracefully mid-file and starts it
 // again: exit 0, and the topic holds exactly the file's codes.
 func TestKafkaBrokerRestart(t *testing.T) {
-	c := startKafka(t, 1, 49114, nil)
+	c := startKafka(t, 1, 23114, nil)
 	file := generate(t, 3_000_000, 11)
 	topic := uniqueTopic("it-restart")
 	log, code := produceFor(t, 4*time.Minute, c.Bootstrap(), topic, file, func(*exec.Cmd) {
@@ -164,7 +164,7 @@ func TestKafkaBrokerRestart(t *testing.T) {
 // TestFaultBrokerDownPastDeliveryTimeout keeps the broker down longer than
 // the delivery timeout: exit 1, and the topic holds what the summary says.
 func TestFaultBrokerDownPastDeliveryTimeout(t *testing.T) {
-	c := startKafka(t, 1, 49118, nil)
+	c := startKafka(t, 1, 23118, nil)
 	file := generate(t, 3_000_000, 22)
 	topic := uniqueTopic("fault-down")
 	log, code := produceFor(t, 3*time.Minute, c.Bootstrap(), topic, file, func(*exec.Cmd) { c.Kill(1) },
@@ -184,7 +184,7 @@ func TestFaultBrokerDownPastDeliveryTimeout(t *testing.T) {
 // With two of three nodes down, NOT_ENOUGH_REPLICAS (or no leader) is
 // retried until the delivery timeout: exit 1, accounting exact.
 func TestFaultThreeBrokers(t *testing.T) {
-	c := startKafka(t, 3, 49130, nil)
+	c := startKafka(t, 3, 23130, nil)
 	brokers := c.Bootstrap()
 	minISR := "2"
 	configs := map[string]*string{"min.insync.replicas": &minISR}
@@ -273,7 +273,7 @@ func waitLeaders(t *testing.T, brokers, topic string) {
 // producer is killed, failing the test, past its delivery timeout plus a
 // margin).
 func TestFaultNetworkBlackhole(t *testing.T) {
-	const proxyPort, brokerPort = 49150, 49140
+	const proxyPort, brokerPort = 23150, 23140
 	hole := newBlackhole(t, proxyPort, fmt.Sprintf("127.0.0.1:%d", brokerPort))
 	c := startKafka(t, 1, brokerPort, func(int) int { return proxyPort })
 	file := generate(t, 3_000_000, 25)
@@ -292,7 +292,7 @@ func TestFaultNetworkBlackhole(t *testing.T) {
 // TestFaultSIGTERM stops a run midway on a healthy broker: exit 143 within
 // the shutdown timeout, and the topic holds exactly the delivered count.
 func TestFaultSIGTERM(t *testing.T) {
-	c := startKafka(t, 1, 49152, nil)
+	c := startKafka(t, 1, 23152, nil)
 	file := generate(t, 3_000_000, 26)
 	topic := uniqueTopic("fault-sigterm")
 	var signaled time.Time
