@@ -87,7 +87,8 @@ func New(cfg Config) (*Publisher, error) {
 }
 
 // Connect checks that a broker answers within ConnectTimeout. It dials only
-// once: later calls return the first call's result.
+// once: later calls return the first call's result. A refusal (ErrRefused)
+// ends it at once.
 func (p *Publisher) Connect(ctx context.Context) error {
 	p.connectOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
@@ -97,6 +98,12 @@ func (p *Publisher) Connect(ctx context.Context) error {
 		for attempt := 1; ; attempt++ {
 			err := p.client.Ping(ctx)
 			if err == nil {
+				return
+			}
+			// Wrong credentials or an untrusted certificate stay wrong:
+			// say so now, not after the connect timeout.
+			if err := p.cfg.Security.refused(strings.Join(p.cfg.Brokers, ","), err); err != nil {
+				p.connectErr = err
 				return
 			}
 			p.log.Debug("brokers not reachable yet", zap.Strings("brokers", p.cfg.Brokers), zap.NamedError("err", err))
