@@ -47,10 +47,11 @@ func TestSecureClusters(t *testing.T) {
 	pki := newTestPKI(t)
 	pw512, pw256, pwPlain, wrong := secret(t, "s512"), secret(t, "s256"), secret(t, "plain"), secret(t, "wrong")
 	passwords := []string{pw512, pw256, pwPlain, wrong}
-	k := startSecureKafka(t, pki, map[string]string{"plainuser": pwPlain}, []kadm.UpsertSCRAM{
+	c, saslAddr, mtlsAddr := startSecureKafka(t, pki, map[string]string{"plainuser": pwPlain}, []kadm.UpsertSCRAM{
 		{User: "user512", Mechanism: kadm.ScramSha512, Iterations: 4096, Password: pw512},
 		{User: "user256", Mechanism: kadm.ScramSha256, Iterations: 4096, Password: pw256},
 	})
+	k := struct{ Plain, SASL, MTLS string }{c.Bootstrap(), saslAddr, mtlsAddr}
 
 	// run runs the binary and fails t if any password shows in its output.
 	run := func(t *testing.T, env []string, args ...string) result {
@@ -145,31 +146,31 @@ func TestSecureClusters(t *testing.T) {
 			name: "wrong SCRAM-SHA-512 password",
 			env: []string{"KAFKA_BROKERS=" + k.SASL, "KAFKA_TLS_CA_FILE=" + pki.CA, "KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
 				"KAFKA_SASL_USERNAME=user512", "KAFKA_SASL_PASSWORD=" + wrong, "LOG_LEVEL=debug"},
-			want: []string{k.SASL, "refuses SASL SCRAM-SHA-512 authentication as user", "user512", "SASL_AUTHENTICATION_FAILED"},
+			want: []string{k.SASL, "refuses the connection: SASL SCRAM-SHA-512 authentication as user", "user512", "SASL_AUTHENTICATION_FAILED"},
 		},
 		{
 			name: "wrong PLAIN password",
 			args: []string{"--brokers", k.SASL, "--tls-ca-file", pki.CA, "--sasl-mechanism", "PLAIN",
 				"--sasl-username", "plainuser", "--sasl-password-file", writeSecret(t, wrong)},
-			want: []string{k.SASL, "refuses SASL PLAIN authentication as user", "plainuser", "SASL_AUTHENTICATION_FAILED"},
+			want: []string{k.SASL, "refuses the connection: SASL PLAIN authentication as user", "plainuser", "SASL_AUTHENTICATION_FAILED"},
 		},
 		{
 			name: "SCRAM-SHA-256 user asking for SCRAM-SHA-512",
 			env: []string{"KAFKA_BROKERS=" + k.SASL, "KAFKA_TLS_CA_FILE=" + pki.CA, "KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
 				"KAFKA_SASL_USERNAME=user256", "KAFKA_SASL_PASSWORD=" + pw256},
-			want: []string{k.SASL, "refuses SASL SCRAM-SHA-512 authentication as user", "user256"},
+			want: []string{k.SASL, "refuses the connection: SASL SCRAM-SHA-512 authentication as user", "user256"},
 		},
 		{
 			name: "untrusted server certificate",
 			env: []string{"KAFKA_BROKERS=" + k.SASL, "KAFKA_TLS_CA_FILE=" + pki.UntrustedCA, "KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
 				"KAFKA_SASL_USERNAME=user512", "KAFKA_SASL_PASSWORD=" + pw512, "LOG_LEVEL=debug"},
-			want: []string{k.SASL, "tls: failed to verify certificate", "certificate signed by unknown authority"},
+			want: []string{k.SASL, "its TLS certificate is not trusted", "tls: failed to verify certificate", "certificate signed by unknown authority"},
 		},
 		{
 			name: "server certificate for another name",
 			env: []string{"KAFKA_BROKERS=" + k.MTLS, "KAFKA_TLS_CA_FILE=" + pki.CA, "KAFKA_TLS_SERVER_NAME=kafka.example",
 				"KAFKA_TLS_CERT_FILE=" + pki.ClientCert, "KAFKA_TLS_KEY_FILE=" + pki.ClientKey},
-			want: []string{k.MTLS, "tls: failed to verify certificate", "kafka.example"},
+			want: []string{k.MTLS, "its TLS certificate is not trusted", "tls: failed to verify certificate", "kafka.example"},
 		},
 		{
 			name: "client certificate the broker does not trust",

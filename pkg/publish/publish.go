@@ -87,8 +87,7 @@ func New(cfg Config) (*Publisher, error) {
 }
 
 // Connect checks that a broker answers within ConnectTimeout. It dials only
-// once: later calls return the first call's result. A refusal (ErrRefused)
-// ends it at once.
+// once: later calls return the first call's result.
 func (p *Publisher) Connect(ctx context.Context) error {
 	p.connectOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
@@ -100,10 +99,8 @@ func (p *Publisher) Connect(ctx context.Context) error {
 			if err == nil {
 				return
 			}
-			// Wrong credentials or an untrusted certificate stay wrong:
-			// say so now, not after the connect timeout.
-			if err := p.cfg.Security.refused(strings.Join(p.cfg.Brokers, ","), err); err != nil {
-				p.connectErr = err
+			if kafka.Permanent(err) {
+				p.connectErr = p.cfg.Security.refusal(strings.Join(p.cfg.Brokers, ","), err)
 				return
 			}
 			p.log.Debug("brokers not reachable yet", zap.Strings("brokers", p.cfg.Brokers), zap.NamedError("err", err))
