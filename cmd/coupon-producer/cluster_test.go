@@ -65,6 +65,57 @@ type kafkaCluster struct {
 	dir       string
 	clusterID string
 	nodes     []*kafkaNode
+	cfg       kafkaConfig
+}
+
+// kafkaConfig is what the options of startKafka change.
+type kafkaConfig struct {
+	dirPrefix string          // of the state directory under the temp dir
+	listeners []kafkaListener // besides PLAINTEXT and CONTROLLER
+	props     []string        // more server.properties lines
+}
+
+// kafkaListener is a client listener of every node: node i listens on
+// port+i-1.
+type kafkaListener struct {
+	name, protocol string
+	port           int
+}
+
+// kafkaOpt is an option of startKafka.
+type kafkaOpt func(*kafkaConfig)
+
+// withListener adds a client listener named name (its settings are the
+// listener.name.<name>.* properties) speaking protocol (SSL, SASL_SSL,
+// SASL_PLAINTEXT) on port+i-1 of node i. The PLAINTEXT listener stays the
+// inter-broker one and the one the tests' own clients use.
+func withListener(name, protocol string, port int) kafkaOpt {
+	return func(c *kafkaConfig) { c.listeners = append(c.listeners, kafkaListener{name, protocol, port}) }
+}
+
+// withProperties appends lines to every node's server.properties: key
+// stores, JAAS configs, client authentication.
+func withProperties(lines ...string) kafkaOpt {
+	return func(c *kafkaConfig) { c.props = append(c.props, lines...) }
+}
+
+// withDirPrefix names the state directory (under the temp dir) after the
+// suite, so that a kept log is easy to find.
+func withDirPrefix(prefix string) kafkaOpt { return func(c *kafkaConfig) { c.dirPrefix = prefix } }
+
+// Listener is the address list of the nodes' listener name.
+func (c *kafkaCluster) Listener(name string) string {
+	for _, l := range c.cfg.listeners {
+		if l.name == name {
+			var addrs []string
+			for _, nd := range c.nodes {
+				addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", l.port+nd.id-1))
+			}
+			return strings.Join(addrs, ",")
+		}
+	}
+	c.t.Fatalf("no listener %s", name)
+	return ""
 }
 
 type kafkaNode struct {
@@ -78,21 +129,25 @@ type kafkaNode struct {
 
 // startKafka starts n nodes: node i listens on basePort+2i and its
 // controller on basePort+2i+1. advertise, when not nil, gives the port a
-// node advertises to clients (a proxy in front of it). Tests use ports
-// below 32768, outside Linux's ephemeral range: a port there can be the
-// local end of any client connection on the machine, and a node restarted
-// after a kill could not bind it again.
-func startKafka(t *testing.T, n, basePort int, advertise func(node int) int) *kafkaCluster {
+// node advertises to clients (a proxy in front of it). opts add listeners
+// and properties. Tests use ports below 32768, outside Linux's ephemeral
+// range: a port there can be the local end of any client connection on the
+// machine, and a node restarted after a kill could not bind it again.
+func startKafka(t *testing.T, n, basePort int, advertise func(node int) int, opts ...kafkaOpt) *kafkaCluster {
 	t.Helper()
 	java, lib := needOwnKafka(t)
-	dir, err := os.MkdirTemp("", fmt.Sprintf("kafka-delivery-%d-", basePort))
+	cfg := kafkaConfig{dirPrefix: "kafka-delivery"}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s-%d-", cfg.dirPrefix, basePort))
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := make([]byte, 16)
 	rand.Read(id)
 	c := &kafkaCluster{
-		t: t, java: java, dir: dir,
+		t: t, java: java, dir: dir, cfg: cfg,
 		// The script dir first, for its simplelogger.properties.
 		cp:        filepath.Join("..", "..", "hack", "kafka-local") + string(os.PathListSeparator) + filepath.Join(lib, "*"),
 		clusterID: base64.RawURLEncoding.EncodeToString(id),
@@ -123,7 +178,7 @@ func startKafka(t *testing.T, n, basePort int, advertise func(node int) int) *ka
 		if err := os.MkdirAll(nd.dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(nd.dir, "server.properties"), []byte(nodeProperties(nd, n, strings.Join(voters, ","))), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(nd.dir, "server.properties"), []byte(nodeProperties(nd, n, strings.Join(voters, ","), cfg)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		wg.Add(1)
@@ -148,15 +203,27 @@ func startKafka(t *testing.T, n, basePort int, advertise func(node int) int) *ka
 	return c
 }
 
-func nodeProperties(nd *kafkaNode, n int, voters string) string {
+// nodeProperties is the server.properties of node nd (0600: the options
+// may hold keys and passwords).
+func nodeProperties(nd *kafkaNode, n int, voters string, cfg kafkaConfig) string {
+	listeners := []string{fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", nd.port), fmt.Sprintf("CONTROLLER://127.0.0.1:%d", nd.ctrlPort)}
+	advertised := []string{fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", nd.advertised)}
+	protocols := []string{"PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"}
+	for _, l := range cfg.listeners {
+		addr := fmt.Sprintf("%s://127.0.0.1:%d", l.name, l.port+nd.id-1)
+		listeners = append(listeners, addr)
+		advertised = append(advertised, addr)
+		protocols = append(protocols, l.name+":"+l.protocol)
+	}
+	extra := strings.Join(cfg.props, "\n")
 	return fmt.Sprintf(`process.roles=broker,controller
 node.id=%d
 controller.quorum.voters=%s
-listeners=PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d
-advertised.listeners=PLAINTEXT://127.0.0.1:%d
+listeners=%s
+advertised.listeners=%s
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=%s
 log.dirs=%s
 default.replication.factor=%d
 offsets.topic.replication.factor=1
@@ -176,7 +243,9 @@ num.recovery.threads.per.data.dir=1
 broker.heartbeat.interval.ms=500
 broker.session.timeout.ms=3000
 replica.lag.time.max.ms=5000
-`, nd.id, voters, nd.port, nd.ctrlPort, nd.advertised, filepath.Join(nd.dir, "data"), n)
+%s
+`, nd.id, voters, strings.Join(listeners, ","), strings.Join(advertised, ","), strings.Join(protocols, ","),
+		filepath.Join(nd.dir, "data"), n, extra)
 }
 
 func (c *kafkaCluster) node(id int) *kafkaNode { return c.nodes[id-1] }
