@@ -3,10 +3,13 @@ package run
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
 	"github.com/couponpipeline/coupon-producer/pkg/kafka"
+	"github.com/couponpipeline/coupon-producer/pkg/source"
 )
 
 // ackSink is a fakeSink that acknowledges the first acked codes written.
@@ -32,7 +35,7 @@ func TestSkipPublishesOnlyTheRest(t *testing.T) {
 	rest := &ackSink{acked: 1000}
 	var log bytes.Buffer
 	o := opts(&log)
-	o.Skip = 60_000
+	o.Prepare = func(context.Context, *source.File) (int64, error) { return 60_000, nil }
 	var position func() Position
 	o.Track = func(f func() Position) { position = f }
 	sum, err := File(context.Background(), p, "t", ackTarget{sink: rest}, o)
@@ -64,5 +67,15 @@ func TestSkipPublishesOnlyTheRest(t *testing.T) {
 	}
 	if !bytes.Contains(log.Bytes(), []byte(`"already_delivered":60000`)) {
 		t.Fatalf("summary log without already_delivered:\n%s", log.String())
+	}
+}
+
+func TestPrepareSkipsTheFile(t *testing.T) {
+	p := genFile(t, 1000)
+	sink := &fakeSink{}
+	o := Options{Prepare: func(context.Context, *source.File) (int64, error) { return 0, fmt.Errorf("%w: unchanged", ErrSkipped) }}
+	_, err := File(context.Background(), p, "t", fakeTarget{sink: sink}, o)
+	if !errors.Is(err, ErrSkipped) || len(sink.codes) != 0 {
+		t.Fatalf("err %v, %d codes published", err, len(sink.codes))
 	}
 }

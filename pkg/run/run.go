@@ -44,15 +44,23 @@ type Options struct {
 	ProgressInterval time.Duration    // 0: no progress logs
 	Logger           *zap.Logger      // nil: no logs
 	Metrics          *metrics.Metrics // nil: none
-	// Skip is how many of the file's first codes an earlier run already
-	// delivered: they are read and counted, not published.
-	Skip int64
+	// Prepare, if set, is called with the opened file before anything is
+	// published, e.g. to hash it and consult a ledger. It returns how many
+	// of the file's first codes an earlier run already delivered: they are
+	// read and counted, not published. An error stops the run and is
+	// returned as it is; one wrapping ErrSkipped means the file must not
+	// be published, and is not a failure of the file.
+	Prepare func(ctx context.Context, src *source.File) (skip int64, err error)
 	// Track, if set, is called once codes start to flow, with a function
 	// that returns the acknowledged Position; that function may be called
 	// from any goroutine, also after File returns. It is not called for a
 	// Sink that cannot tell (see Acknowledger).
 	Track func(position func() Position)
 }
+
+// ErrSkipped is wrapped by the error of a Prepare that decided the file
+// must not be published.
+var ErrSkipped = errors.New("file not published")
 
 // Acknowledger is a Sink that can tell how many of the first codes written
 // are all acknowledged, and the offsets acknowledged per partition, as the
@@ -81,8 +89,8 @@ type Summary struct {
 	Codes           int64
 	Delivered       int64
 	Failed          int64
-	// AlreadyDelivered is Options.Skip: codes counted in Codes that an
-	// earlier run delivered.
+	// AlreadyDelivered counts the codes of Codes that an earlier run
+	// delivered (see Options.Prepare).
 	AlreadyDelivered int64
 	// Acked is where every code is acknowledged at the end; zero for a
 	// Sink that is not an Acknowledger.
@@ -136,6 +144,8 @@ func result(ctx context.Context, err error) string {
 	switch {
 	case err == nil:
 		return "ok"
+	case errors.Is(err, ErrSkipped):
+		return "skipped"
 	case ctx.Err() != nil:
 		return "interrupted"
 	case errors.As(err, &input):
@@ -176,6 +186,13 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 	}
 	defer src.Close()
 	sum.CompressedBytes = src.Size()
+	var skip int64
+	if opts.Prepare != nil {
+		if skip, err = opts.Prepare(ctx, src); err != nil {
+			sum.Duration = time.Since(start)
+			return sum, err
+		}
+	}
 
 	sink, err := target.Open(ctx, topic)
 	if err != nil {
@@ -184,7 +201,7 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 	}
 
 	emit := sink.Write
-	if left := opts.Skip; left > 0 {
+	if left := skip; left > 0 {
 		log.Info("resuming: skipping codes already delivered", zap.Int64("already_delivered", left))
 		emit = func(code []byte) error {
 			if left > 0 {
@@ -197,7 +214,7 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 	ex := extract.New(emit)
 	var marks *positions
 	if ack, ok := sink.(Acknowledger); ok {
-		marks = &positions{ack: ack, skip: opts.Skip, marks: []mark{{}}}
+		marks = &positions{ack: ack, skip: skip, marks: []mark{{}}}
 		if opts.Track != nil {
 			opts.Track(marks.position)
 		}
@@ -229,7 +246,7 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 	st := ex.Stats()
 	sum.Bytes, sum.Lines, sum.Codes = st.Bytes, st.Lines, st.Codes
 	sum.Delivered, sum.Failed = d.Delivered, d.Failed
-	sum.AlreadyDelivered = min(opts.Skip, sum.Codes)
+	sum.AlreadyDelivered = min(skip, sum.Codes)
 	if marks != nil {
 		sum.Acked = marks.position()
 	}
