@@ -65,10 +65,9 @@ type Record struct {
 	StartedAt       time.Time `json:"started_at"`
 	// Kubernetes, when the pod's environment names them (the chart
 	// passes them through the downward API).
-	Job         string `json:"job,omitempty"`
-	Pod         string `json:"pod,omitempty"`
-	Namespace   string `json:"namespace,omitempty"`
-	ScheduledAt string `json:"scheduled_at,omitempty"`
+	Job       string `json:"job,omitempty"`
+	Pod       string `json:"pod,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
 
 	// Heartbeat is the writer's clock when it wrote the record. A run
 	// whose last record is older than LeaseMillis on the broker's clock
