@@ -291,59 +291,6 @@ func TestKafkaSIGTERM(t *testing.T) {
 	}
 }
 
-// TestKafkaBrokerRestart restarts the broker while a file is being
-// published: the producer rides out the outage (retries within
-// --delivery-timeout), exits 0, and the topic holds every code exactly once
-// (the idempotent producer's sequence numbers survive the restart).
-// It needs control of the broker: hack/test.sh sets
-// COUPON_TEST_KAFKA_LOCAL to the kafka-local script when it runs the broker.
-func TestKafkaBrokerRestart(t *testing.T) {
-	brokers := testBrokers(t)
-	ctl := os.Getenv("COUPON_TEST_KAFKA_LOCAL")
-	if ctl == "" {
-		t.Skip("COUPON_TEST_KAFKA_LOCAL is not set: the broker is not ours to restart")
-	}
-	const lines = 10_000_000
-	file := generate(t, lines, 11)
-	topic := uniqueTopic("it-restart")
-	var restarted chan error
-	log, code, hit := publishWatching(t, brokers, topic, file, func(*exec.Cmd) {
-		restarted = make(chan error, 1)
-		go func() {
-			out, err := exec.Command(ctl, "stop").CombinedOutput()
-			if err == nil {
-				out, err = exec.Command(ctl, "start").CombinedOutput()
-			}
-			if err != nil {
-				err = fmt.Errorf("%v: %s", err, out)
-			}
-			restarted <- err
-		}()
-		// gzip batches make the run last a few seconds, so the broker
-		// goes down while codes are still being produced.
-	}, "--compression", "gzip")
-	if !hit {
-		t.Fatalf("the run ended before the restart:\n%s", log)
-	}
-	if err := <-restarted; err != nil {
-		t.Fatalf("restart the broker: %v", err)
-	}
-	if code != 0 {
-		t.Fatalf("exit %d after a broker restart, want 0; stderr:\n%s", code, log)
-	}
-	s := summary(t, log)
-	if s["delivered"] != float64(lines) || s["failed"] != float64(0) {
-		t.Fatalf("summary %v", s)
-	}
-	// The client's warnings show the outage happened while producing.
-	if !strings.Contains(log, `"level":"warn"`) {
-		t.Fatalf("no client warning: the broker was not down during the run:\n%s", log)
-	}
-	if n := topicCount(t, brokers, topic); n != lines {
-		t.Fatalf("topic holds %d records after the restart, want exactly %d", n, lines)
-	}
-}
-
 // TestKafkaSchedulerSIGTERMMidRun stops the scheduler during a run: that
 // run stops gracefully with its summary, and the scheduler exits 143.
 func TestKafkaSchedulerSIGTERMMidRun(t *testing.T) {

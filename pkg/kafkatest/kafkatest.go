@@ -58,6 +58,18 @@ func FailProduce(c *kfake.Cluster, code int16, fail func(n int64) bool) *atomic.
 // show as one more).
 func ConsumeExactly(t testing.TB, brokers []string, topic string, want int) []*kgo.Record {
 	t.Helper()
+	recs := ConsumeAtLeast(t, brokers, topic, want)
+	if len(recs) != want {
+		t.Fatalf("topic %s holds %d records, want %d", topic, len(recs), want)
+	}
+	return recs
+}
+
+// ConsumeAtLeast reads topic from the start until it has read want records,
+// failing t if that takes too long, then returns them with any record that
+// follows within a short wait.
+func ConsumeAtLeast(t testing.TB, brokers []string, topic string, want int) []*kgo.Record {
+	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
 	if err != nil {
@@ -77,8 +89,5 @@ func ConsumeExactly(t testing.TB, brokers []string, topic string, want int) []*k
 	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
-	if len(recs) != want {
-		t.Fatalf("topic %s holds %d records, want %d", topic, len(recs), want)
-	}
 	return recs
 }

@@ -99,6 +99,10 @@ func (p *Publisher) Connect(ctx context.Context) error {
 			if err == nil {
 				return
 			}
+			if kafka.Permanent(err) {
+				p.connectErr = fmt.Errorf("kafka at %s refuses the connection: %w", strings.Join(p.cfg.Brokers, ","), err)
+				return
+			}
 			p.log.Debug("brokers not reachable yet", zap.Strings("brokers", p.cfg.Brokers), zap.NamedError("err", err))
 			select {
 			case <-ctx.Done():

@@ -253,6 +253,11 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 	sum.Duration = time.Since(start)
 	err = errors.Join(readErr, sinkErr)
 	logSummary(log, sum, err)
+	if err == nil && sum.Codes == 0 {
+		// Not an error (a day may have no coupons), but a wrong or
+		// emptied file should be noticed.
+		log.Warn("file holds no codes", zap.Int64("lines", sum.Lines), zap.Int64("bytes", sum.Bytes))
+	}
 	return sum, err
 }
 

@@ -2,6 +2,7 @@ package run
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"os"
@@ -87,6 +88,42 @@ func TestFileSummary(t *testing.T) {
 		if !strings.Contains(log.String(), key) {
 			t.Errorf("summary log lacks %s:\n%s", key, log.String())
 		}
+	}
+}
+
+func TestEmptyFileWarns(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		content string
+		warn    bool
+	}{
+		{"no lines", "", true},
+		{"no codes", "short\n\n!!!!!!!!!!\n", true},
+		{"one code", "AAAAAAAA\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "couponbase3.gz")
+			var b bytes.Buffer
+			zw := gzip.NewWriter(&b)
+			zw.Write([]byte(tc.content))
+			zw.Close()
+			if err := os.WriteFile(p, b.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var log bytes.Buffer
+			if _, err := File(context.Background(), p, "t", fakeTarget{sink: &fakeSink{}}, opts(&log)); err != nil {
+				t.Fatal(err)
+			}
+			warned := false
+			for _, line := range strings.Split(log.String(), "\n") {
+				if strings.Contains(line, `"level":"warn"`) && strings.Contains(line, `"msg":"file holds no codes","file":"`+p+`"`) {
+					warned = true
+				}
+			}
+			if warned != tc.warn {
+				t.Fatalf("warned %v, want %v:\n%s", warned, tc.warn, log.String())
+			}
+		})
 	}
 }
 

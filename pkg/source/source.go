@@ -7,6 +7,7 @@ package source
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -44,6 +45,10 @@ var (
 	ErrCorrupt = errors.New("corrupt gzip stream (invalid deflate data)")
 	// ErrDirectory is returned when the path names a directory.
 	ErrDirectory = errors.New("is a directory, not a gzip file")
+	// ErrTrailingData is returned for bytes after the last gzip member
+	// that do not start another member, zero padding included: its
+	// message says what was found and at which byte the last member ended.
+	ErrTrailingData = errors.New("data after the last gzip member")
 )
 
 // readSize is the size of each read from the compressed file.
@@ -57,6 +62,7 @@ type File struct {
 	mtime time.Time
 	f     *os.File
 	cr    countingReader
+	br    *bufio.Reader
 	zr    *gzip.Reader
 }
 
@@ -80,7 +86,8 @@ func Open(path string) (*File, error) {
 	s.cr.r = f
 	// The bufio.Reader is a flate.Reader, so gzip reads it directly instead
 	// of adding a small buffer of its own.
-	s.zr, err = gzip.NewReader(bufio.NewReaderSize(&s.cr, readSize))
+	s.br = bufio.NewReaderSize(&s.cr, readSize)
+	s.zr, err = gzip.NewReader(s.br)
 	if err != nil {
 		f.Close()
 		if err == io.EOF && s.cr.n.Load() == 0 {
@@ -88,6 +95,9 @@ func Open(path string) (*File, error) {
 		}
 		return nil, &InputError{Path: path, Err: classify(err)}
 	}
+	// Members are chained by Read, which can then tell what follows the
+	// last one.
+	s.zr.Multistream(false)
 	return s, nil
 }
 
@@ -110,10 +120,64 @@ func describeOpen(err error) error {
 // io.EOF; any other error is an *InputError.
 func (s *File) Read(p []byte) (int, error) {
 	n, err := s.zr.Read(p)
+	if err == io.EOF {
+		err = s.nextMember()
+	}
 	if err != nil && err != io.EOF {
 		err = &InputError{Path: s.path, Err: classify(err)}
 	}
 	return n, err
+}
+
+// gzipMagic starts every gzip member.
+var gzipMagic = []byte{0x1f, 0x8b}
+
+// nextMember starts reading the member after the one that just ended. It
+// returns io.EOF at the end of the file and an error wrapping
+// ErrTrailingData when what follows is not a gzip member.
+func (s *File) nextMember() error {
+	next, err := s.br.Peek(len(gzipMagic))
+	if len(next) == 0 && err == io.EOF {
+		return io.EOF
+	}
+	if bytes.Equal(next, gzipMagic) {
+		err := s.zr.Reset(s.br)
+		s.zr.Multistream(false) // Reset turns it back on
+		return err
+	}
+	end := s.cr.n.Load() - int64(s.br.Buffered())
+	n, zero, first, err := scanRest(s.br)
+	if err != nil {
+		return fmt.Errorf("read after the last gzip member: %w", err)
+	}
+	if zero {
+		return fmt.Errorf("%w: %d bytes of zero padding after byte %d, where the last member ends", ErrTrailingData, n, end)
+	}
+	return fmt.Errorf("%w: %d bytes that do not start a gzip member (first bytes % x) after byte %d, where the last member ends",
+		ErrTrailingData, n, first, end)
+}
+
+// scanRest reads r to its end: how many bytes, whether all are zero, and
+// the first few.
+func scanRest(r io.Reader) (n int64, zero bool, first []byte, err error) {
+	zero = true
+	buf := make([]byte, 32<<10)
+	for {
+		k, err := r.Read(buf)
+		if len(first) < 8 {
+			first = append(first, buf[:min(k, 8-len(first))]...)
+		}
+		for _, c := range buf[:k] {
+			zero = zero && c == 0
+		}
+		n += int64(k)
+		if err == io.EOF {
+			return n, zero, first, nil
+		}
+		if err != nil {
+			return n, zero, first, err
+		}
+	}
 }
 
 // Path returns the path the file was opened with.

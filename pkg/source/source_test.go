@@ -5,9 +5,11 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -114,7 +116,8 @@ func TestBadFiles(t *testing.T) {
 		{"bad crc", writeFile(t, "c.gz", badCRC), ErrChecksum},
 		{"bad length", writeFile(t, "l.gz", badLen), ErrChecksum},
 		{"bad deflate", writeFile(t, "x.gz", badDeflate), ErrCorrupt},
-		{"garbage after member", writeFile(t, "g.gz", badSecond), ErrNotGzip},
+		{"garbage after member", writeFile(t, "g.gz", badSecond), ErrTrailingData},
+		{"zero padding", writeFile(t, "p.gz", append(bytes.Clone(good), make([]byte, 512)...)), ErrTrailingData},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := readAll(tc.path)
@@ -127,6 +130,30 @@ func TestBadFiles(t *testing.T) {
 			}
 			if tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestTrailingDataSaysWhatAndWhere: zero padding (as tape or block
+// devices leave) and other bytes after the last member are named, with
+// the byte where that member ends.
+func TestTrailingDataSaysWhatAndWhere(t *testing.T) {
+	good := gz(t, "AAAAAAAA\n", "BBBBBBBB\n")
+	for _, tc := range []struct {
+		name, want string
+		tail       []byte
+	}{
+		{"zeros", fmt.Sprintf("512 bytes of zero padding after byte %d,", len(good)), make([]byte, 512)},
+		{"text", fmt.Sprintf("5 bytes that do not start a gzip member (first bytes 6a 75 6e 6b 21) after byte %d,", len(good)), []byte("junk!")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			content, err := readAll(writeFile(t, "f.gz", append(bytes.Clone(good), tc.tail...)))
+			if !errors.Is(err, ErrTrailingData) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrTrailingData saying %q", err, tc.want)
+			}
+			if content != "AAAAAAAA\nBBBBBBBB\n" {
+				t.Fatalf("content %q: the members before the trailing data must be read", content)
 			}
 		})
 	}

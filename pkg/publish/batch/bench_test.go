@@ -58,10 +58,11 @@ func BenchmarkBatchAppend(b *testing.B) {
 // stand-in for the sender that acknowledges every batch at once.
 func BenchmarkStreamWrite(b *testing.B) {
 	s := &Stream{
-		o:        Options{BatchMaxBytes: DefaultBatchMaxBytes, MaxBufferedBytes: DefaultMaxBufferedBytes},
-		writeCtx: context.Background(),
-		wake:     make(chan struct{}, 1),
-		parts:    make([]partition, 6),
+		o:         Options{BatchMaxBytes: DefaultBatchMaxBytes, MaxBufferedBytes: DefaultMaxBufferedBytes},
+		batchSize: DefaultBatchMaxBytes,
+		writeCtx:  context.Background(),
+		wake:      make(chan struct{}, 1),
+		parts:     make([]partition, 6),
 	}
 	s.space.L = &s.mu
 	stop := make(chan struct{})
@@ -146,7 +147,7 @@ func TestPublishFile(t *testing.T) {
 	}
 	topic := envOr("COUPON_BENCH_TOPIC", fmt.Sprintf("bench-batch-%d", time.Now().UnixNano()))
 	partitions, _ := strconv.Atoi(envOr("COUPON_BENCH_PARTITIONS", "6"))
-	o := Options{Compression: envOr("COUPON_BENCH_COMPRESSION", "lz4"), Logger: quiet}
+	o := Options{Compression: envOr("COUPON_BENCH_COMPRESSION", "lz4"), DeliveryTimeout: 2 * time.Minute, Logger: quiet}
 	o.Linger, _ = time.ParseDuration(envOr("COUPON_BENCH_LINGER", "10ms"))
 	batchBytes, _ := strconv.Atoi(envOr("COUPON_BENCH_BATCH_BYTES", "0"))
 	o.BatchMaxBytes = int32(batchBytes)

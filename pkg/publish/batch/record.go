@@ -85,16 +85,15 @@ type batch struct {
 	// Set when the batch is sealed, i.e. sent for the first time. A batch is
 	// sent byte for byte the same on every attempt, with the same producer
 	// ID, epoch and sequence, so that the broker can drop a duplicate.
-	sealed      bool
-	compressed  bool
-	attrs       int16
-	pid         int64
-	pidEpoch    int16
-	seq         int32
-	deadline    time.Time // zero: none
-	attempts    int
-	retryAt     time.Time
-	mayBeStored bool // an attempt ended without a definite answer
+	sealed     bool
+	compressed bool
+	attrs      int16
+	pid        int64
+	pidEpoch   int16
+	seq        int32
+	deadline   time.Time
+	attempts   int // sent this many times
+	retryAt    time.Time
 }
 
 // recordSize returns the bytes a record of a code of n bytes takes: its

@@ -234,13 +234,14 @@ func TestOptionsValidate(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{Options{}, ""},
-		{Options{BatchMaxBytes: 100}, "batch max bytes 100 is less than min acceptable 1024"},
-		{Options{BatchMaxBytes: 128 << 20}, "batch max bytes 134217728 is more than max acceptable 67108864"},
-		{Options{MaxBufferedBytes: 1000}, "max buffered bytes 1000 is less than one batch of 1048576 bytes"},
-		{Options{Linger: -time.Second}, "linger -1s is negative"},
-		{Options{DeliveryTimeout: -time.Second}, "delivery timeout -1s is negative"},
-		{Options{Compression: "brotli"}, `compression "brotli" is not one of gzip, lz4, none, snappy, zstd`},
+		{Options{DeliveryTimeout: time.Minute}, ""},
+		{Options{DeliveryTimeout: time.Minute, BatchMaxBytes: 100}, "batch max bytes 100 is less than min acceptable 1024"},
+		{Options{DeliveryTimeout: time.Minute, BatchMaxBytes: 128 << 20}, "batch max bytes 134217728 is more than max acceptable 67108864"},
+		{Options{DeliveryTimeout: time.Minute, MaxBufferedBytes: 1000}, "max buffered bytes 1000 is less than one batch of 1048576 bytes"},
+		{Options{DeliveryTimeout: time.Minute, Linger: -time.Second}, "linger -1s is negative"},
+		{Options{DeliveryTimeout: -time.Second}, "delivery timeout -1s is not positive: a batch could be retried forever"},
+		{Options{DeliveryTimeout: 0}, "delivery timeout 0s is not positive: a batch could be retried forever"},
+		{Options{DeliveryTimeout: time.Minute, Compression: "brotli"}, `compression "brotli" is not one of gzip, lz4, none, snappy, zstd`},
 	} {
 		c.o.defaults()
 		err := c.o.validate()

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"go.uber.org/zap"
 
 	"github.com/couponpipeline/coupon-producer/pkg/kafka"
@@ -74,12 +76,19 @@ func (s *Stream) run() {
 	}
 }
 
+// refreshTimeout bounds a metadata or producer ID request of the sender.
+const refreshTimeout = 2 * time.Second
+
 // refresh gets a new producer ID or the leaders when they are needed: the
 // leaders at most every 100ms, as retries ask for them, and each at most
 // once a second while it fails.
 func (s *Stream) refresh(now time.Time) {
+	// The sender waits for these requests: bounded, so that batches still
+	// expire on time while no broker answers.
 	if s.needPID && !now.Before(s.retryPID) {
-		pid, epoch, err := s.initProducerID(s.ctx)
+		ctx, cancel := context.WithTimeout(s.ctx, refreshTimeout)
+		pid, epoch, err := s.initProducerID(ctx)
+		cancel()
 		if err != nil {
 			s.log.Warn("cannot get a new producer id", zap.NamedError("err", err))
 			s.retryPID = now.Add(time.Second)
@@ -89,7 +98,9 @@ func (s *Stream) refresh(now time.Time) {
 		}
 	}
 	if s.needMeta && !now.Before(s.retryMeta) {
-		meta, err := s.metadata(s.ctx)
+		ctx, cancel := context.WithTimeout(s.ctx, refreshTimeout)
+		meta, err := s.metadata(ctx)
+		cancel()
 		if err != nil {
 			s.log.Warn("cannot look up partition leaders", zap.NamedError("err", err))
 			s.retryMeta = now.Add(time.Second)
@@ -129,6 +140,9 @@ func (s *Stream) plan(now time.Time) (reqs []request, next time.Time, finished b
 	pending := false
 	for i := range s.parts {
 		p := &s.parts[i]
+		if s.stopped != nil {
+			s.failIdle(p, s.stopped)
+		}
 		s.expire(p, now, earliest)
 		if p.open != nil && !p.busy && len(p.queue) == 0 {
 			if due := p.open.created.Add(s.o.Linger); s.flushing || s.starved || !now.Before(due) {
@@ -194,9 +208,6 @@ func addToRequest(reqs []request, leader int32, b *batch) []request {
 // expire fails p's batches that are past their delivery timeout and not in
 // flight. s.mu is held.
 func (s *Stream) expire(p *partition, now time.Time, earliest func(time.Time)) {
-	if s.o.DeliveryTimeout <= 0 {
-		return
-	}
 	err := fmt.Errorf("not delivered within the delivery timeout of %s", s.o.DeliveryTimeout)
 	keep := p.queue[:0]
 	for i, b := range p.queue {
@@ -209,8 +220,8 @@ func (s *Stream) expire(p *partition, now time.Time, earliest func(time.Time)) {
 			earliest(b.deadline)
 			continue
 		}
-		if b.mayBeStored {
-			s.needPID = true
+		if b.attempts > 0 {
+			s.needPID = true // see handle
 		}
 		s.fail(b, err)
 	}
@@ -223,6 +234,24 @@ func (s *Stream) expire(p *partition, now time.Time, earliest func(time.Time)) {
 			p.open = nil
 			s.fail(b, err)
 		}
+	}
+}
+
+// failIdle fails p's batches that are not in flight. s.mu is held.
+func (s *Stream) failIdle(p *partition, err error) {
+	keep := p.queue[:0]
+	for i, b := range p.queue {
+		if i == 0 && p.busy {
+			keep = append(keep, b)
+			continue
+		}
+		s.fail(b, err)
+	}
+	clear(p.queue[len(keep):])
+	p.queue = keep
+	if p.open != nil {
+		s.fail(p.open, err)
+		p.open = nil
 	}
 }
 
@@ -251,10 +280,7 @@ func (s *Stream) send(leader int32, bs []*batch) {
 	req.Topics = append(req.Topics, rt)
 	// A request may outlive the delivery timeout of its batches only by as
 	// long as it takes the client to give up on it.
-	ctx, cancel := s.ctx, context.CancelFunc(func() {})
-	if !deadline.IsZero() {
-		ctx, cancel = context.WithDeadline(s.ctx, deadline)
-	}
+	ctx, cancel := context.WithDeadline(s.ctx, deadline)
 	s.outstanding++
 	go func() {
 		defer cancel()
@@ -308,8 +334,6 @@ func (s *Stream) handle(r result, now time.Time) {
 		base := int64(-1)
 		if err == nil {
 			base, err = partitionResult(r.resp, b.part)
-		} else {
-			b.mayBeStored = true
 		}
 		switch {
 		case err == nil || errors.Is(err, kerr.DuplicateSequenceNumber):
@@ -317,29 +341,37 @@ func (s *Stream) handle(r result, now time.Time) {
 			p.seq = nextSeq(b.seq, b.n)
 			s.delivered += int64(b.n)
 			p.acked(base, b.n)
+			if s.acked != nil {
+				s.acked(b)
+			}
 			s.pop(p)
 			s.release(b)
 			continue
+		case kafka.Permanent(err):
+			s.stop(err)
 		case errors.Is(err, kerr.OutOfOrderSequenceNumber) ||
 			errors.Is(err, kerr.UnknownProducerID) ||
 			errors.Is(err, kerr.InvalidProducerEpoch):
-			// The broker lost this producer's state: whether the batch
-			// was written is unknown.
-			s.needPID = true
-		case s.retryable(r.err, err) && (b.deadline.IsZero() || now.Before(b.deadline)):
-			// The attempt may have been written (a timeout, a lost
-			// connection): from now on, failing this batch needs a new
-			// producer ID.
-			b.mayBeStored = true
+			// The broker lost this producer's state: retrying under the
+			// same producer ID cannot succeed.
+		case s.retryable(r.err, err) && now.Before(b.deadline):
+			// The same bytes again: if an attempt was written (a
+			// timeout, a lost connection), the broker drops the copy.
 			b.retryAt = now.Add(backoff(b.attempts))
 			s.needMeta = true // the leader may have moved
 			s.log.Debug("retrying batch", zap.Int32("partition", b.part), zap.Int("attempt", b.attempts), zap.NamedError("err", err))
 			continue
-		case b.mayBeStored:
-			s.needPID = true
 		}
-		// A definite refusal leaves the partition's sequence where it was:
-		// the next batch reuses it.
+		// The batch was sent and fails. Whether the broker wrote it is
+		// not always known: a REQUEST_TIMED_OUT or
+		// NOT_ENOUGH_REPLICAS_AFTER_APPEND comes after the append, and a
+		// request may end after the batch's own deadline. The next batch
+		// of the partition would reuse its sequence, and if it has as
+		// many records the broker would take it for a duplicate of this
+		// one and acknowledge it unwritten. So the batches that follow
+		// start under a new producer ID, as the Java client bumps the
+		// epoch for any failed batch.
+		s.needPID = true
 		s.pop(p)
 		s.fail(b, err)
 	}
@@ -397,15 +429,7 @@ func (s *Stream) abort() {
 	defer s.mu.Unlock()
 	err := errors.New("not acknowledged when finish gave up")
 	for i := range s.parts {
-		p := &s.parts[i]
-		for _, b := range p.queue {
-			s.fail(b, err)
-		}
-		p.queue = nil
-		if p.open != nil {
-			s.fail(p.open, err)
-			p.open = nil
-		}
+		s.failIdle(&s.parts[i], err) // none is in flight any more
 	}
 }
 
@@ -451,4 +475,36 @@ func (s *Stream) initProducerID(ctx context.Context) (int64, int16, error) {
 		case <-time.After(backoff(attempt)):
 		}
 	}
+}
+
+// checkMaxMessageBytes refuses a BatchMaxBytes larger than the topic's
+// max.message.bytes, which bounds a record batch with its log overhead, as
+// a batch buffer is. A topic whose configs cannot be read is not checked:
+// a batch the broker refuses as too large then stops the stream.
+func (s *Stream) checkMaxMessageBytes(ctx context.Context) error {
+	req := kmsg.NewPtrDescribeConfigsRequest()
+	rr := kmsg.NewDescribeConfigsRequestResource()
+	rr.ResourceType = kmsg.ConfigResourceTypeTopic
+	rr.ResourceName = s.topic
+	rr.ConfigNames = []string{"max.message.bytes"}
+	req.Resources = append(req.Resources, rr)
+	resp, err := req.RequestWith(ctx, s.cl)
+	if err == nil && len(resp.Resources) == 1 {
+		err = kerr.ErrorForCode(resp.Resources[0].ErrorCode)
+	}
+	if err != nil || len(resp.Resources) != 1 {
+		s.log.Warn("cannot read the topic's max.message.bytes", zap.NamedError("err", err))
+		return nil
+	}
+	for _, c := range resp.Resources[0].Configs {
+		if c.Name != "max.message.bytes" || c.Value == nil {
+			continue
+		}
+		limit, err := strconv.ParseInt(*c.Value, 10, 32)
+		if err == nil && int64(s.o.BatchMaxBytes) > limit {
+			return fmt.Errorf("%w: batch max bytes %d is more than max.message.bytes %d of topic %s",
+				ErrBatchTooLarge, s.o.BatchMaxBytes, limit, s.topic)
+		}
+	}
+	return nil
 }

@@ -9,7 +9,7 @@
 // batches as an idempotent producer with acks=all:
 //
 //   - Each code goes to the partition the Java client would choose for its
-//     key (murmur2), as franz-go's key partitioner does.
+//     key (murmur2), as the kgo path does.
 //   - lz4 batches are encoded by appendLZ4, which knows that a record's
 //     value is its key; gzip, snappy and zstd go through franz-go's
 //     compressor.
@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -65,6 +66,10 @@ const (
 // before it answers REQUEST_TIMED_OUT; it is franz-go's default. The client
 // waits that long plus its own request overhead for an answer.
 const produceTimeout = 10 * time.Second
+
+// ErrBatchTooLarge is returned by New when BatchMaxBytes is more than the
+// topic's max.message.bytes: the broker would refuse every full batch.
+var ErrBatchTooLarge = errors.New("batch max bytes more than the topic accepts")
 
 // ErrAcks is returned by New for a client not configured with acks=all:
 // the idempotent producer needs every in-sync replica's acknowledgement.
@@ -89,8 +94,8 @@ type Options struct {
 	// for full speed.
 	MaxBufferedBytes int
 	// DeliveryTimeout is how long after its first code a batch may be
-	// retried before its codes count as failed; 0: until Finish's context
-	// ends. A batch in flight fails only once its request ends.
+	// retried before its codes count as failed; it must be positive. A
+	// batch in flight fails only once its request ends.
 	DeliveryTimeout time.Duration
 	Logger          *zap.Logger
 }
@@ -120,8 +125,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("max buffered bytes %d is less than one batch of %d bytes", o.MaxBufferedBytes, o.BatchMaxBytes)
 	case o.Linger < 0:
 		return fmt.Errorf("linger %s is negative", o.Linger)
-	case o.DeliveryTimeout < 0:
-		return fmt.Errorf("delivery timeout %s is negative", o.DeliveryTimeout)
+	case o.DeliveryTimeout <= 0:
+		return fmt.Errorf("delivery timeout %s is not positive: a batch could be retried forever", o.DeliveryTimeout)
 	}
 	return kafka.CheckCompression(o.Compression)
 }
@@ -135,7 +140,10 @@ type Stream struct {
 	topicID [16]byte
 	o       Options
 	codec   kgo.Compressor // nil: no compression
-	log     *zap.Logger
+	// batchSize is the size of a batch buffer: BatchMaxBytes, or less
+	// for many partitions.
+	batchSize int
+	log       *zap.Logger
 
 	writeCtx context.Context    // Write stops waiting for space when it ends
 	stopWait func() bool        // unregisters the wake-up of Write on writeCtx
@@ -165,7 +173,10 @@ type Stream struct {
 	sent      int64    // codes written
 	delivered int64    // codes acknowledged
 	failedAt  int64    // index of the first code that failed; math.MaxInt64: none
-	firstErr  error
+	firstErr  error    // the cause of the first failed code
+	stopped   error    // a failure retrying cannot fix: every code fails
+
+	acked func(*batch) // tests: called with s.mu held for each acknowledged batch
 }
 
 // partition is the state of one partition. open and queue are guarded by
@@ -227,6 +238,15 @@ func New(ctx context.Context, cl *kgo.Client, topic string, o Options) (*Stream,
 		s.parts[i] = partition{id: int32(i), leader: -1, pid: -1, firstOffset: -1, lastOffset: -1}
 	}
 	s.setLeaders(meta)
+	// Each partition holds a batch filling and one in flight. When that
+	// many full-size buffers do not fit in MaxBufferedBytes (a topic of
+	// many partitions), Write would wait for space all the time and the
+	// sender would send near-empty batches to make room: smaller batches
+	// keep them full.
+	s.batchSize = min(int(o.BatchMaxBytes), max(minBatchMaxBytes, o.MaxBufferedBytes/(2*len(s.parts))))
+	if err := s.checkMaxMessageBytes(ctx); err != nil {
+		return nil, err
+	}
 	if s.pid, s.pidEpoch, err = s.initProducerID(ctx); err != nil {
 		return nil, err
 	}
@@ -257,35 +277,45 @@ func compressor(name string) (kgo.Compressor, error) {
 func (s *Stream) Write(code []byte) error {
 	p := &s.parts[partitionFor(code, len(s.parts))]
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.sent++
+	if s.stopped != nil {
+		s.failedAt = min(s.failedAt, s.sent-1) // the code is in no batch
+		return s.stopped
+	}
 	b := p.open
 	if b == nil || !b.fits(len(code)) {
 		var err error
 		if b, err = s.rotate(p, len(code)); err != nil {
-			s.failedAt = min(s.failedAt, s.sent-1) // the code is in no batch
-			s.mu.Unlock()
+			// The code counts as sent and failed, with its cause, and
+			// is in no batch.
+			s.failedAt = min(s.failedAt, s.sent-1)
+			err = fmt.Errorf("partition %d: code not buffered: %w", p.id, err)
+			s.setErr(err)
 			return err
 		}
 	}
 	b.add(code)
-	s.mu.Unlock()
 	return nil
 }
 
 // rotate queues p's full batch, if any, and opens a new one. It is Write's
 // slow path, once per batch.
 func (s *Stream) rotate(p *partition, n int) (*batch, error) {
-	if headerSize+recordSize(n, 0) > int(s.o.BatchMaxBytes) {
-		return nil, fmt.Errorf("code of %d bytes does not fit in a batch of %d bytes", n, s.o.BatchMaxBytes)
+	if headerSize+recordSize(n, 0) > s.batchSize {
+		return nil, fmt.Errorf("code of %d bytes does not fit in a batch of %d bytes", n, s.batchSize)
 	}
 	if p.open != nil {
 		p.queue = append(p.queue, p.open)
 		p.open = nil
 	}
-	size := int(s.o.BatchMaxBytes)
+	size := s.batchSize
 	for len(s.free) == 0 && s.allocated+size > s.o.MaxBufferedBytes {
 		if err := s.writeCtx.Err(); err != nil {
 			return nil, err
+		}
+		if s.stopped != nil {
+			return nil, s.stopped
 		}
 		s.starved = true
 		s.kick()
@@ -299,10 +329,8 @@ func (s *Stream) rotate(p *partition, n int) (*batch, error) {
 		buf = make([]byte, 0, size)
 		s.allocated += size
 	}
-	p.open = &batch{part: p.id, buf: buf[:headerSize], first: s.sent - 1, created: time.Now()}
-	if s.o.DeliveryTimeout > 0 {
-		p.open.deadline = p.open.created.Add(s.o.DeliveryTimeout)
-	}
+	now := time.Now()
+	p.open = &batch{part: p.id, buf: buf[:headerSize], first: s.sent - 1, created: now, deadline: now.Add(s.o.DeliveryTimeout)}
 	// The sender sends the closed batch or starts the new one's linger.
 	s.kick()
 	return p.open, nil
@@ -336,9 +364,7 @@ func (s *Stream) Finish(ctx context.Context) (kafka.Delivery, error) {
 	case <-s.done:
 	case <-ctx.Done():
 		s.mu.Lock()
-		if s.firstErr == nil {
-			s.firstErr = fmt.Errorf("flush ended: %w", context.Cause(ctx))
-		}
+		s.setErr(fmt.Errorf("flush ended: %w", context.Cause(ctx)))
 		s.mu.Unlock()
 		s.cancel()
 		<-s.done
@@ -352,11 +378,29 @@ func (s *Stream) Finish(ctx context.Context) (kafka.Delivery, error) {
 	if d.Failed == 0 {
 		return d, nil
 	}
-	cause := s.firstErr
-	if cause == nil {
-		cause = errors.New("unknown cause") // unreachable: every failure records its cause
+	// Every path that fails a code records a cause first (setErr).
+	return d, fmt.Errorf("%d of %d %w to topic %s: %w", d.Failed, d.Sent, kafka.ErrUndelivered, s.topic, s.firstErr)
+}
+
+// setErr records err as the cause of the failed codes unless one is
+// recorded. s.mu is held.
+func (s *Stream) setErr(err error) {
+	if s.firstErr == nil {
+		s.firstErr = err
 	}
-	return d, fmt.Errorf("%d of %d %w to topic %s: %w", d.Failed, d.Sent, kafka.ErrUndelivered, s.topic, cause)
+}
+
+// stop records a failure that retrying cannot fix (see
+// kafka.Permanent): Write refuses codes from now on, and the sender fails
+// every batch not in flight. s.mu is held.
+func (s *Stream) stop(err error) {
+	if s.stopped != nil {
+		return
+	}
+	s.stopped = fmt.Errorf("kafka refuses the codes, retrying cannot help: %w", err)
+	s.log.Error("stopping", zap.NamedError("err", err))
+	s.space.Broadcast()
+	s.kick()
 }
 
 // Acknowledged returns how many of the first codes written are all
@@ -397,9 +441,9 @@ func (s *Stream) fail(b *batch, err error) {
 	s.failedAt = min(s.failedAt, b.first)
 	level := zapcore.DebugLevel
 	if s.firstErr == nil {
-		s.firstErr = fmt.Errorf("partition %d: %w", b.part, err)
 		level = zapcore.WarnLevel // once: a broker that refuses everything fails every batch
 	}
+	s.setErr(fmt.Errorf("partition %d: %w", b.part, err))
 	s.log.Log(level, "batch failed", zap.Int32("partition", b.part), zap.Int32("codes", b.n), zap.NamedError("err", err))
 	s.release(b)
 }

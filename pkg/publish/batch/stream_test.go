@@ -317,7 +317,7 @@ func TestFinishContextEndsFlush(t *testing.T) {
 	c := newCluster(t, 1)
 	kafkatest.FailProduce(c, kerr.RequestTimedOut.Code, func(int64) bool { return true })
 	o := testOptions()
-	o.DeliveryTimeout = 0 // retry until Finish's context ends
+	o.DeliveryTimeout = time.Hour // retry until Finish's context ends
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	d, err := publishAll(t, newClient(t, c), o, kafkatest.Codes(100), ctx)
@@ -331,7 +331,7 @@ func TestWriteGivesUpWhenContextEnds(t *testing.T) {
 	c := newCluster(t, 1)
 	kafkatest.FailProduce(c, kerr.RequestTimedOut.Code, func(int64) bool { return true })
 	o := testOptions()
-	o.DeliveryTimeout = 0
+	o.DeliveryTimeout = time.Hour
 	o.MaxBufferedBytes = 2 * int(o.BatchMaxBytes)
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := New(ctx, newClient(t, c), "t", o)
