@@ -194,7 +194,7 @@ func snapshotCount(s *ledger.Snapshot) int64 {
 func TestLedgerSkipsUnchanged(t *testing.T) {
 	brokers := testBrokers(t)
 	runs, topic := uniqueTopic("runs"), uniqueTopic("couponbase1")
-	file := generate(t, 1_000_000, 11)
+	file := generate(t, 3_000_000, 11)
 	codes := int64(len(fileCodes(t, file)))
 
 	code, stderr, first := runProducer(t, brokers, runs, topic, file)
