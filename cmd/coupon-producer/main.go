@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/couponpipeline/coupon-producer/pkg/config"
+	"github.com/couponpipeline/coupon-producer/pkg/ledger"
 	"github.com/couponpipeline/coupon-producer/pkg/source"
 )
 
@@ -28,6 +29,7 @@ const (
 	exitKafka    = 1
 	exitUsage    = 2
 	exitInput    = 3
+	exitLive     = 4   // another run of the file is live (see pkg/ledger)
 	exitSignaled = 128 // plus the signal number
 )
 
@@ -101,6 +103,8 @@ func exitCode(err error) int {
 		return exitSignaled + int(sig.sig)
 	case errors.As(err, &input):
 		return exitInput
+	case errors.Is(err, ledger.ErrLive):
+		return exitLive
 	case errors.Is(err, config.ErrUsage):
 		return exitUsage
 	default:

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/couponpipeline/coupon-producer/pkg/config"
+	"github.com/couponpipeline/coupon-producer/pkg/ledger"
 	"github.com/couponpipeline/coupon-producer/pkg/metrics"
 	"github.com/couponpipeline/coupon-producer/pkg/preflight"
 	"github.com/couponpipeline/coupon-producer/pkg/publish"
@@ -54,12 +55,18 @@ func serve(ctx context.Context, cfg *config.Config, stdout io.Writer, log *zap.L
 // failure does not stop the others; the errors of all files are joined.
 func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *zap.Logger, m *metrics.Metrics) error {
 	var target run.Target = run.Lines{W: stdout}
+	var led *ledger.Ledger
 	if !cfg.DryRun {
 		p, err := newPublisher(cfg, log)
 		if err != nil {
 			return fmt.Errorf("%w: %v", config.ErrUsage, err)
 		}
 		defer p.Close()
+		if cfg.LedgerTopic != "" {
+			if led, err = openLedger(ctx, cfg, p, log); err != nil {
+				return err
+			}
+		}
 		target = kafkaTarget{p: p, o: batch.Options{
 			Compression:      cfg.Compression,
 			Linger:           cfg.Linger,
@@ -76,7 +83,21 @@ func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *za
 			errs = append(errs, context.Cause(ctx))
 			break
 		}
-		sum, err := run.File(ctx, f, cfg.TopicFor(f), target, opts)
+		o := opts
+		var fr *fileRun
+		if led != nil {
+			fr = &fileRun{led: led, cfg: cfg, log: log, file: f}
+			o = fr.options(opts)
+		}
+		sum, err := run.File(ctx, f, cfg.TopicFor(f), target, o)
+		if fr != nil {
+			if lerr := fr.finish(ctx, sum, err); lerr != nil {
+				err = errors.Join(err, lerr)
+			}
+		}
+		if errors.Is(err, run.ErrSkipped) && !errors.Is(err, ledger.ErrLive) {
+			err = nil // unchanged: done
+		}
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -85,6 +106,23 @@ func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *za
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// openLedger connects and makes sure the ledger topic exists, with the
+// data topics' replication factor.
+func openLedger(ctx context.Context, cfg *config.Config, p *publish.Publisher, log *zap.Logger) (*ledger.Ledger, error) {
+	if err := p.Connect(ctx); err != nil {
+		log.Error("cannot reach Kafka", zap.Strings("brokers", cfg.Brokers), zap.NamedError("err", err))
+		return nil, err
+	}
+	led := ledger.New(p.Client(), cfg.LedgerTopic, int16(cfg.ReplicationFactor), log)
+	ectx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	if err := led.Ensure(ectx); err != nil {
+		log.Error("cannot use the run ledger", zap.String("ledger_topic", cfg.LedgerTopic), zap.NamedError("err", err))
+		return nil, err
+	}
+	return led, nil
 }
 
 // pushTimeout bounds the push at the end of a run: the run is over, and a

@@ -184,7 +184,7 @@ func checkInvariants(t *testing.T, r *rendered) {
 	}
 }
 
-// checkPodFailurePolicy: exit codes 2 and 3 fail the Job at once, a
+// checkPodFailurePolicy: exit codes 2, 3 and 4 fail the Job at once, a
 // disruption is not counted, anything else is counted.
 func checkPodFailurePolicy(t *testing.T, p *batchv1.PodFailurePolicy) {
 	t.Helper()
@@ -194,9 +194,9 @@ func checkPodFailurePolicy(t *testing.T, p *batchv1.PodFailurePolicy) {
 	fail, ignore, count := p.Rules[0], p.Rules[1], p.Rules[2]
 	if fail.Action != batchv1.PodFailurePolicyActionFailJob || fail.OnExitCodes == nil ||
 		fail.OnExitCodes.Operator != batchv1.PodFailurePolicyOnExitCodesOpIn ||
-		!slices.Equal(fail.OnExitCodes.Values, []int32{2, 3}) ||
+		!slices.Equal(fail.OnExitCodes.Values, []int32{2, 3, 4}) ||
 		fail.OnExitCodes.ContainerName == nil || *fail.OnExitCodes.ContainerName != "producer" {
-		t.Errorf("rule 1: want FailJob on producer exit codes In [2 3], got %+v %+v", fail, fail.OnExitCodes)
+		t.Errorf("rule 1: want FailJob on producer exit codes In [2 3 4], got %+v %+v", fail, fail.OnExitCodes)
 	}
 	if ignore.Action != batchv1.PodFailurePolicyActionIgnore || len(ignore.OnPodConditions) != 1 ||
 		ignore.OnPodConditions[0].Type != corev1.DisruptionTarget ||

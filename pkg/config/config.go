@@ -57,6 +57,11 @@ type Config struct {
 	// It is never printed: --print-config shows it as Redacted.
 	SASLPassword string
 
+	LedgerTopic        string // empty: no ledger
+	CheckpointInterval time.Duration
+	Force              bool
+	NoResume           bool
+
 	DryRun           bool
 	ShutdownTimeout  time.Duration
 	ProgressInterval time.Duration
@@ -321,6 +326,14 @@ func (c *Config) Validate() error {
 	}
 	if c.ProgressInterval < 0 {
 		return c.bad("progress-interval", c.ProgressInterval, "is negative")
+	}
+	if c.LedgerTopic != "" {
+		if err := ValidTopic(c.LedgerTopic); err != nil {
+			return fmt.Errorf("%w (from %s)", err, c.from("ledger-topic"))
+		}
+	}
+	if c.CheckpointInterval < 100*time.Millisecond || c.CheckpointInterval > 10*time.Minute {
+		return c.bad("checkpoint-interval", c.CheckpointInterval, "is not between 100ms and 10m")
 	}
 	switch c.LogFormat {
 	case "", "json", "console":

@@ -56,6 +56,14 @@ type Delivery struct {
 	Failed    int64 // failed, or not acknowledged when Finish returned
 }
 
+// Range is the span of offsets a stream's acknowledged records take in one
+// partition: First and Last inclusive. Records of others may lie between.
+type Range struct {
+	Partition int32 `json:"partition"`
+	First     int64 `json:"first"`
+	Last      int64 `json:"last"`
+}
+
 // Backoff is the wait before the attempt that follows attempts failed ones:
 // 100ms, doubling up to 1s.
 func Backoff(attempts int) time.Duration {

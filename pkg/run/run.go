@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +44,39 @@ type Options struct {
 	ProgressInterval time.Duration    // 0: no progress logs
 	Logger           *zap.Logger      // nil: no logs
 	Metrics          *metrics.Metrics // nil: none
+	// Prepare, if set, is called with the opened file before anything is
+	// published, e.g. to hash it and consult a ledger. It returns how many
+	// of the file's first codes an earlier run already delivered: they are
+	// read and counted, not published. An error stops the run and is
+	// returned as it is; one wrapping ErrSkipped means the file must not
+	// be published, and is not a failure of the file.
+	Prepare func(ctx context.Context, src *source.File) (skip int64, err error)
+	// Track, if set, is called once codes start to flow, with a function
+	// that returns the acknowledged Position; that function may be called
+	// from any goroutine, also after File returns. It is not called for a
+	// Sink that cannot tell (see Acknowledger).
+	Track func(position func() Position)
+}
+
+// ErrSkipped is wrapped by the error of a Prepare that decided the file
+// must not be published.
+var ErrSkipped = errors.New("file not published")
+
+// Acknowledger is a Sink that can tell how many of the first codes written
+// are all acknowledged, and the offsets acknowledged per partition, as the
+// engine's stream does.
+type Acknowledger interface {
+	Acknowledged() (prefix int64, ranges []kafka.Range)
+}
+
+// Position is how far a run got with every code acknowledged: the file's
+// first Codes codes (those skipped included). Line and Offset are a point
+// in the decompressed file at or before the end of those codes: every code
+// that ends before byte Offset, in lines 1 to Line, is acknowledged.
+// Ranges are the offsets this run's acknowledged records take.
+type Position struct {
+	Codes, Line, Offset int64
+	Ranges              []kafka.Range
 }
 
 // Summary is the accounting of one file.
@@ -54,7 +89,13 @@ type Summary struct {
 	Codes           int64
 	Delivered       int64
 	Failed          int64
-	Duration        time.Duration
+	// AlreadyDelivered counts the codes of Codes that an earlier run
+	// delivered (see Options.Prepare).
+	AlreadyDelivered int64
+	// Acked is where every code is acknowledged at the end; zero for a
+	// Sink that is not an Acknowledger.
+	Acked    Position
+	Duration time.Duration
 }
 
 // CodesPerSecond is the rate of codes extracted over the whole run.
@@ -103,6 +144,8 @@ func result(ctx context.Context, err error) string {
 	switch {
 	case err == nil:
 		return "ok"
+	case errors.Is(err, ErrSkipped):
+		return "skipped"
 	case ctx.Err() != nil:
 		return "interrupted"
 	case errors.As(err, &input):
@@ -143,6 +186,13 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 	}
 	defer src.Close()
 	sum.CompressedBytes = src.Size()
+	var skip int64
+	if opts.Prepare != nil {
+		if skip, err = opts.Prepare(ctx, src); err != nil {
+			sum.Duration = time.Since(start)
+			return sum, err
+		}
+	}
 
 	sink, err := target.Open(ctx, topic)
 	if err != nil {
@@ -150,13 +200,33 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 		return sum, err
 	}
 
-	ex := extract.New(sink.Write)
+	emit := sink.Write
+	if left := skip; left > 0 {
+		log.Info("resuming: skipping codes already delivered", zap.Int64("already_delivered", left))
+		emit = func(code []byte) error {
+			if left > 0 {
+				left--
+				return nil
+			}
+			return sink.Write(code)
+		}
+	}
+	ex := extract.New(emit)
+	var marks *positions
+	if ack, ok := sink.(Acknowledger); ok {
+		marks = &positions{ack: ack, skip: skip, marks: []mark{{}}}
+		if opts.Track != nil {
+			opts.Track(marks.position)
+		}
+	}
 	var codes atomic.Int64
 	stopProgress := startProgress(log, opts.ProgressInterval, src, &codes, start)
 	readErr := source.Pump(ctx, src, chunkSize, chunkDepth, func(p []byte) error {
 		_, err := ex.Write(p)
-		codes.Store(ex.Stats().Codes)
-		read.update(ex.Stats().Codes, src.CompressedRead())
+		st := ex.Stats()
+		codes.Store(st.Codes)
+		read.update(st.Codes, src.CompressedRead())
+		marks.add(st)
 		return err
 	})
 	if readErr == nil {
@@ -176,6 +246,10 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 	st := ex.Stats()
 	sum.Bytes, sum.Lines, sum.Codes = st.Bytes, st.Lines, st.Codes
 	sum.Delivered, sum.Failed = d.Delivered, d.Failed
+	sum.AlreadyDelivered = min(skip, sum.Codes)
+	if marks != nil {
+		sum.Acked = marks.position()
+	}
 	sum.Duration = time.Since(start)
 	err = errors.Join(readErr, sinkErr)
 	logSummary(log, sum, err)
@@ -185,6 +259,42 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 		log.Warn("file holds no codes", zap.Int64("lines", sum.Lines), zap.Int64("bytes", sum.Bytes))
 	}
 	return sum, err
+}
+
+// mark is where a chunk of the decompressed file ends: the codes extracted
+// up to it, and the line and byte it ends at.
+type mark struct{ codes, line, offset int64 }
+
+// positions turns the stream's acknowledged prefix, counted in codes
+// written, into a Position in the file, through a mark per chunk read
+// (one per 256 KiB: a few thousand for the largest file).
+type positions struct {
+	ack  Acknowledger
+	skip int64
+
+	mu    sync.Mutex
+	marks []mark
+}
+
+// add records the end of a chunk. A nil p records nothing.
+func (p *positions) add(st extract.Stats) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.marks = append(p.marks, mark{st.Codes, st.Lines, st.Bytes})
+	p.mu.Unlock()
+}
+
+func (p *positions) position() Position {
+	prefix, ranges := p.ack.Acknowledged()
+	codes := p.skip + prefix
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// The last mark whose codes are all acknowledged.
+	i := sort.Search(len(p.marks), func(i int) bool { return p.marks[i].codes > codes }) - 1
+	m := p.marks[max(i, 0)]
+	return Position{Codes: codes, Line: m.line, Offset: m.offset, Ranges: ranges}
 }
 
 // shutdownContext returns a context for the final flush: it is not canceled
@@ -202,6 +312,7 @@ func logSummary(log *zap.Logger, s Summary, err error) {
 	fields := []zap.Field{
 		zap.Int64("compressed_bytes", s.CompressedBytes), zap.Int64("bytes", s.Bytes), zap.Int64("lines", s.Lines),
 		zap.Int64("codes", s.Codes), zap.Int64("delivered", s.Delivered), zap.Int64("failed", s.Failed),
+		zap.Int64("already_delivered", s.AlreadyDelivered),
 		zap.Duration("duration", s.Duration), zap.Int64("codes_per_sec", int64(s.CodesPerSecond())),
 	}
 	if err != nil {

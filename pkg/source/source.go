@@ -8,12 +8,14 @@ package source
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
@@ -55,12 +57,13 @@ const readSize = 256 << 10
 // File is an open coupon file. Read returns its decompressed content; a file
 // of several gzip members reads as one continuous stream.
 type File struct {
-	path string
-	size int64
-	f    *os.File
-	cr   countingReader
-	br   *bufio.Reader
-	zr   *gzip.Reader
+	path  string
+	size  int64
+	mtime time.Time
+	f     *os.File
+	cr    countingReader
+	br    *bufio.Reader
+	zr    *gzip.Reader
 }
 
 // Open opens path and reads its first gzip header, so that a file that is
@@ -79,7 +82,7 @@ func Open(path string) (*File, error) {
 		f.Close()
 		return nil, &InputError{Path: path, Err: ErrDirectory}
 	}
-	s := &File{path: path, size: st.Size(), f: f}
+	s := &File{path: path, size: st.Size(), mtime: st.ModTime(), f: f}
 	s.cr.r = f
 	// The bufio.Reader is a flate.Reader, so gzip reads it directly instead
 	// of adding a small buffer of its own.
@@ -186,6 +189,35 @@ func (s *File) Size() int64 { return s.size }
 // CompressedRead returns how many compressed bytes have been read so far. It
 // is safe to call from any goroutine, for progress reports.
 func (s *File) CompressedRead() int64 { return s.cr.n.Load() }
+
+// ModTime returns the file's modification time when it was opened.
+func (s *File) ModTime() time.Time { return s.mtime }
+
+// Digest identifies a file's content: the SHA-256 of its compressed bytes
+// and their count.
+type Digest struct {
+	Size   int64
+	SHA256 [sha256.Size]byte
+}
+
+// Digest reads the whole compressed file once and hashes it, without
+// decompressing. It reads through the descriptor Read decodes from, at
+// explicit offsets, so it leaves Read's position alone, and a file renamed
+// over path meanwhile cannot make the hash and the decoded content differ.
+// It is the pass that tells whether a file changed before anything is
+// published: about a tenth of the cost of decoding (see the README's ledger
+// section). Errors are *InputError.
+func (s *File) Digest() (Digest, error) {
+	h := sha256.New()
+	buf := make([]byte, readSize)
+	n, err := io.CopyBuffer(h, io.NewSectionReader(s.f, 0, 1<<62), buf)
+	if err != nil {
+		return Digest{}, &InputError{Path: s.path, Err: fmt.Errorf("read for hashing: %w", err)}
+	}
+	d := Digest{Size: n}
+	h.Sum(d.SHA256[:0])
+	return d, nil
+}
 
 // Close closes the file.
 func (s *File) Close() error { return s.f.Close() }

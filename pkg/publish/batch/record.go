@@ -79,6 +79,7 @@ type batch struct {
 	part    int32
 	buf     []byte // header, then records; cap is the batch size limit
 	n       int32  // records
+	first   int64  // index in the stream of the batch's first code
 	created time.Time
 
 	// Set when the batch is sealed, i.e. sent for the first time. A batch is

@@ -331,14 +331,16 @@ func (s *Stream) handle(r result, now time.Time) {
 		p := &s.parts[b.part]
 		p.busy = false
 		err := r.err
+		base := int64(-1)
 		if err == nil {
-			err = partitionErr(r.resp, b.part)
+			base, err = partitionResult(r.resp, b.part)
 		}
 		switch {
 		case err == nil || errors.Is(err, kerr.DuplicateSequenceNumber):
 			// A duplicate was written by an earlier attempt.
 			p.seq = nextSeq(b.seq, b.n)
 			s.delivered += int64(b.n)
+			p.acked(base, b.n)
 			if s.acked != nil {
 				s.acked(b)
 			}
@@ -390,15 +392,31 @@ func (s *Stream) retryable(reqErr, err error) bool {
 	return errors.Is(err, errNoAnswer) || kerr.IsRetriable(err)
 }
 
-func partitionErr(resp *kmsg.ProduceResponse, part int32) error {
+// partitionResult returns the base offset the broker gave part's batch,
+// and its error.
+func partitionResult(resp *kmsg.ProduceResponse, part int32) (int64, error) {
 	for _, t := range resp.Topics {
 		for _, rp := range t.Partitions {
 			if rp.Partition == part {
-				return kerr.ErrorForCode(rp.ErrorCode)
+				return rp.BaseOffset, kerr.ErrorForCode(rp.ErrorCode)
 			}
 		}
 	}
-	return errNoAnswer
+	return -1, errNoAnswer
+}
+
+// acked widens p's acknowledged offsets by a batch of n records at base.
+// A broker that answers a duplicate batch without its offset (-1) leaves
+// the range as it is: it can then miss that batch only if it is the
+// partition's first or last.
+func (p *partition) acked(base int64, n int32) {
+	if base < 0 {
+		return
+	}
+	if p.firstOffset < 0 {
+		p.firstOffset = base
+	}
+	p.lastOffset = max(p.lastOffset, base+int64(n)-1)
 }
 
 // abort runs when Finish gave up: it waits for the requests in flight,

@@ -38,6 +38,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -171,6 +172,7 @@ type Stream struct {
 	flushing  bool     // Finish was called: send every batch without lingering
 	sent      int64    // codes written
 	delivered int64    // codes acknowledged
+	failedAt  int64    // index of the first code that failed; math.MaxInt64: none
 	firstErr  error    // the cause of the first failed code
 	stopped   error    // a failure retrying cannot fix: every code fails
 
@@ -185,6 +187,9 @@ type partition struct {
 	open   *batch   // the batch codes are appended to
 	queue  []*batch // closed batches, oldest first; queue[0] may be in flight
 	busy   bool     // queue[0] is in flight
+
+	// Offsets of the first and last acknowledged records; -1: none yet.
+	firstOffset, lastOffset int64
 
 	// The sequence of the next batch for the producer ID it was counted
 	// under. A new producer ID starts again at 0.
@@ -220,6 +225,7 @@ func New(ctx context.Context, cl *kgo.Client, topic string, o Options) (*Stream,
 		writeCtx: ctx,
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
+		failedAt: math.MaxInt64,
 	}
 	s.space.L = &s.mu
 	meta, err := s.metadata(ctx)
@@ -229,7 +235,7 @@ func New(ctx context.Context, cl *kgo.Client, topic string, o Options) (*Stream,
 	s.topicID = meta.TopicID
 	s.parts = make([]partition, len(meta.Partitions))
 	for i := range s.parts {
-		s.parts[i] = partition{id: int32(i), leader: -1, pid: -1}
+		s.parts[i] = partition{id: int32(i), leader: -1, pid: -1, firstOffset: -1, lastOffset: -1}
 	}
 	s.setLeaders(meta)
 	// Each partition holds a batch filling and one in flight. When that
@@ -274,13 +280,16 @@ func (s *Stream) Write(code []byte) error {
 	defer s.mu.Unlock()
 	s.sent++
 	if s.stopped != nil {
+		s.failedAt = min(s.failedAt, s.sent-1) // the code is in no batch
 		return s.stopped
 	}
 	b := p.open
 	if b == nil || !b.fits(len(code)) {
 		var err error
 		if b, err = s.rotate(p, len(code)); err != nil {
-			// The code counts as sent and failed, with its cause.
+			// The code counts as sent and failed, with its cause, and
+			// is in no batch.
+			s.failedAt = min(s.failedAt, s.sent-1)
 			err = fmt.Errorf("partition %d: code not buffered: %w", p.id, err)
 			s.setErr(err)
 			return err
@@ -321,7 +330,7 @@ func (s *Stream) rotate(p *partition, n int) (*batch, error) {
 		s.allocated += size
 	}
 	now := time.Now()
-	p.open = &batch{part: p.id, buf: buf[:headerSize], created: now, deadline: now.Add(s.o.DeliveryTimeout)}
+	p.open = &batch{part: p.id, buf: buf[:headerSize], first: s.sent - 1, created: now, deadline: now.Add(s.o.DeliveryTimeout)}
 	// The sender sends the closed batch or starts the new one's linger.
 	s.kick()
 	return p.open, nil
@@ -394,8 +403,42 @@ func (s *Stream) stop(err error) {
 	s.kick()
 }
 
+// Acknowledged returns how many of the first codes written are all
+// acknowledged, and per partition written, in partition order, the offsets
+// of the first and last acknowledged records. It may be called from any
+// goroutine, while codes are written (a run checkpoints it) or after
+// Finish (the run's final account).
+func (s *Stream) Acknowledged() (prefix int64, ranges []kafka.Range) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.acknowledged()
+}
+
+// acknowledged computes Acknowledged. A partition's batches are
+// acknowledged in order, so every code of a partition before its oldest
+// batch still held is acknowledged, unless it failed; the prefix ends at
+// the first code of the earliest such batch over all partitions, or at the
+// first failed code. s.mu is held.
+func (s *Stream) acknowledged() (prefix int64, ranges []kafka.Range) {
+	prefix = min(s.sent, s.failedAt)
+	for i := range s.parts {
+		p := &s.parts[i]
+		switch {
+		case len(p.queue) > 0:
+			prefix = min(prefix, p.queue[0].first)
+		case p.open != nil:
+			prefix = min(prefix, p.open.first)
+		}
+		if p.firstOffset >= 0 {
+			ranges = append(ranges, kafka.Range{Partition: p.id, First: p.firstOffset, Last: p.lastOffset})
+		}
+	}
+	return prefix, ranges
+}
+
 // fail counts b's codes as failed and frees its buffer. s.mu is held.
 func (s *Stream) fail(b *batch, err error) {
+	s.failedAt = min(s.failedAt, b.first)
 	level := zapcore.DebugLevel
 	if s.firstErr == nil {
 		level = zapcore.WarnLevel // once: a broker that refuses everything fails every batch

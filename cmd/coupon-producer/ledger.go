@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/couponpipeline/coupon-producer/pkg/config"
+	"github.com/couponpipeline/coupon-producer/pkg/ledger"
+	"github.com/couponpipeline/coupon-producer/pkg/run"
+	"github.com/couponpipeline/coupon-producer/pkg/source"
+)
+
+// ledgerTimeout bounds the ledger's final record after a run, which is
+// written even when the run's context has ended (SIGTERM).
+const ledgerTimeout = 10 * time.Second
+
+// fileRun is one file's run as the ledger sees it: run.File's Prepare
+// hashes the file and enters the run into the ledger, Track feeds its
+// checkpoints, and finish writes its final record.
+type fileRun struct {
+	led  *ledger.Ledger
+	cfg  *config.Config
+	log  *zap.Logger
+	file string
+	run  *ledger.Run // nil until Prepare decides to publish
+}
+
+// options adds the ledger's hooks to o.
+func (f *fileRun) options(o run.Options) run.Options {
+	o.Prepare = f.prepare
+	o.Track = func(position func() run.Position) {
+		if f.run != nil {
+			f.run.Track(func() ledger.Position { return toLedger(position()) })
+		}
+	}
+	return o
+}
+
+func toLedger(p run.Position) ledger.Position {
+	return ledger.Position{Codes: p.Codes, Line: p.Line, Offset: p.Offset, Partitions: p.Ranges}
+}
+
+// prepare hashes the file (a read of its own, before decoding: skipping
+// an unchanged file must not cost a decode) and asks the ledger whether to
+// publish it, all of it or the codes after a checkpoint.
+func (f *fileRun) prepare(ctx context.Context, src *source.File) (int64, error) {
+	log := f.log.With(zap.String("file", f.file), zap.String("topic", f.cfg.TopicFor(f.file)))
+	start := time.Now()
+	d, err := src.Digest()
+	if err != nil {
+		log.Error("cannot read file", zap.NamedError("err", err))
+		return 0, err
+	}
+	sha := hex.EncodeToString(d.SHA256[:])
+	log.Debug("hashed file", zap.String("sha256", sha), zap.Int64("compressed_bytes", d.Size), zap.Duration("duration", time.Since(start)))
+	rec := ledger.Record{
+		Topic: f.cfg.TopicFor(f.file), File: f.file, Size: d.Size, ModTime: src.ModTime().UTC(), SHA256: sha,
+		ProducerVersion: buildVersion(),
+		// The chart passes these through the downward API.
+		Job: os.Getenv("JOB_NAME"), Pod: os.Getenv("POD_NAME"), Namespace: os.Getenv("POD_NAMESPACE"),
+	}
+	r, plan, err := f.led.Begin(ctx, rec, ledger.Options{Interval: f.cfg.CheckpointInterval, Force: f.cfg.Force, NoResume: f.cfg.NoResume})
+	switch {
+	case errors.Is(err, ledger.ErrLive):
+		log.Error("not publishing: another run of this file is live", zap.NamedError("err", err))
+		return 0, fmt.Errorf("%w: %w", run.ErrSkipped, err)
+	case err != nil:
+		log.Error("cannot use the run ledger", zap.String("ledger_topic", f.led.Topic()), zap.NamedError("err", err))
+		return 0, err
+	case plan.Unchanged:
+		log.Info("unchanged", zap.String("sha256", sha), zap.String("reason", plan.Reason))
+		return 0, fmt.Errorf("%w: %s", run.ErrSkipped, plan.Reason)
+	}
+	f.run = r
+	fields := []zap.Field{zap.String("run_id", r.ID()), zap.String("sha256", sha)}
+	if plan.Reason != "" {
+		fields = append(fields, zap.String("reason", plan.Reason))
+	}
+	if plan.Resume != nil {
+		log.Info("resuming an unfinished run", append(fields, zap.String("resumed_from", plan.ResumedFrom),
+			zap.Int64("already_delivered", plan.Resume.Codes), zap.Int64("line", plan.Resume.Line), zap.Int64("offset", plan.Resume.Offset))...)
+		return plan.Resume.Codes, nil
+	}
+	log.Info("publishing", fields...)
+	return 0, nil
+}
+
+// finish writes the run's final record: completed, interrupted (a signal)
+// or failed. Its error, if any, is the ledger's: the codes' fate is in
+// runErr.
+func (f *fileRun) finish(ctx context.Context, sum run.Summary, runErr error) error {
+	if f.run == nil {
+		return nil
+	}
+	o := ledger.Outcome{
+		Status: ledger.Completed, Lines: sum.Lines, Codes: sum.Codes, AlreadyDelivered: sum.AlreadyDelivered,
+		Delivered: sum.Delivered, Failed: sum.Failed, Position: toLedger(sum.Acked),
+	}
+	switch {
+	case runErr == nil:
+	case ctx.Err() != nil:
+		o.Status, o.Reason = ledger.Interrupted, runErr.Error()
+	default:
+		o.Status, o.Reason = ledger.Failed, runErr.Error()
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ledgerTimeout)
+	defer cancel()
+	if err := f.run.Finish(wctx, o); err != nil {
+		f.log.Error("cannot write the run's final ledger record", zap.String("file", f.file), zap.String("run_id", f.run.ID()), zap.NamedError("err", err))
+		return err
+	}
+	f.log.Debug("ledger: final record written", zap.String("file", f.file), zap.String("run_id", f.run.ID()), zap.String("status", string(o.Status)))
+	return nil
+}

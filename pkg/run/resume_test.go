@@ -1,0 +1,81 @@
+package run
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/couponpipeline/coupon-producer/pkg/kafka"
+	"github.com/couponpipeline/coupon-producer/pkg/source"
+)
+
+// ackSink is a fakeSink that acknowledges the first acked codes written.
+type ackSink struct {
+	fakeSink
+	acked int64
+}
+
+func (s *ackSink) Acknowledged() (int64, []kafka.Range) {
+	return min(s.acked, int64(len(s.codes))), []kafka.Range{{Partition: 0, First: 0, Last: s.acked - 1}}
+}
+
+type ackTarget struct{ sink *ackSink }
+
+func (a ackTarget) Open(context.Context, string) (Sink, error) { return a.sink, nil }
+
+func TestSkipPublishesOnlyTheRest(t *testing.T) {
+	p := genFile(t, 100_000)
+	all := &fakeSink{}
+	if _, err := File(context.Background(), p, "t", fakeTarget{sink: all}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	rest := &ackSink{acked: 1000}
+	var log bytes.Buffer
+	o := opts(&log)
+	o.Prepare = func(context.Context, *source.File) (int64, error) { return 60_000, nil }
+	var position func() Position
+	o.Track = func(f func() Position) { position = f }
+	sum, err := File(context.Background(), p, "t", ackTarget{sink: rest}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rest.codes, all.codes[60_000:]) {
+		t.Fatalf("published %d codes, want the %d after the first 60000", len(rest.codes), len(all.codes)-60_000)
+	}
+	if sum.Codes != int64(len(all.codes)) || sum.AlreadyDelivered != 60_000 || sum.Delivered != int64(len(rest.codes)) {
+		t.Fatalf("summary %+v", sum)
+	}
+	if position == nil {
+		t.Fatal("Track was not called")
+	}
+	// 1000 of the codes written are acknowledged: the position is 61000
+	// codes into the file, and its offset at or before where code 61000
+	// ends.
+	pos := position()
+	if pos.Codes != 61_000 || sum.Acked.Codes != 61_000 || len(pos.Ranges) != 1 {
+		t.Fatalf("position %+v, summary's %+v", pos, sum.Acked)
+	}
+	var end int64
+	for _, c := range all.codes[:61_000] {
+		end += int64(len(c)) + 1 // one code per line
+	}
+	if pos.Offset <= 0 || pos.Offset > end || pos.Line > 61_000 || pos.Line <= 0 {
+		t.Fatalf("position %+v: offset must be in (0, %d], line in (0, 61000]", pos, end)
+	}
+	if !bytes.Contains(log.Bytes(), []byte(`"already_delivered":60000`)) {
+		t.Fatalf("summary log without already_delivered:\n%s", log.String())
+	}
+}
+
+func TestPrepareSkipsTheFile(t *testing.T) {
+	p := genFile(t, 1000)
+	sink := &fakeSink{}
+	o := Options{Prepare: func(context.Context, *source.File) (int64, error) { return 0, fmt.Errorf("%w: unchanged", ErrSkipped) }}
+	_, err := File(context.Background(), p, "t", fakeTarget{sink: sink}, o)
+	if !errors.Is(err, ErrSkipped) || len(sink.codes) != 0 {
+		t.Fatalf("err %v, %d codes published", err, len(sink.codes))
+	}
+}
