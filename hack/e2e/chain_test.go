@@ -5,7 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -98,8 +97,9 @@ func TestWholeChain(t *testing.T) {
 	})
 
 	// The data volume: couponbase1.gz as generated, couponbase3.gz
-	// corrupted in the middle, couponbase2.gz a FIFO the test feeds (see
-	// the kill step).
+	// corrupted in the middle, couponbase2.gz larger (3M codes, published
+	// with gzip batches) so that its run lasts long enough to be killed
+	// after a checkpoint.
 	const lines = 100000
 	data := t.TempDir()
 	if err := os.Chmod(data, 0o755); err != nil {
@@ -130,8 +130,15 @@ func TestWholeChain(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(data, "couponbase3.gz"), file3, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fifo := filepath.Join(data, "couponbase2.gz")
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+	gen2 := t.TempDir()
+	if out, err := exec.Command(coupongen, "-dir", gen2, "-lines", "3000000", "-files", "2").CombinedOutput(); err != nil {
+		t.Fatalf("coupongen: %v\n%s", err, out)
+	}
+	file2, err = os.ReadFile(filepath.Join(gen2, "couponbase2.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "couponbase2.gz"), file2, 0o644); err != nil {
 		t.Fatal(err)
 	}
 
@@ -150,6 +157,8 @@ producer:
   partitions: 3
   replicationFactor: 1
   progressInterval: 1s
+  extraConfig:
+    checkpoint-interval: 1s
 data:
   persistence:
     storageClass: e2e-chain
@@ -165,6 +174,9 @@ jobs:
     schedule: "0 3 1 1 *"
     suspend: true
     topic: %s
+    extraEnv:
+      - name: KAFKA_COMPRESSION
+        value: gzip
   couponbase3:
     file: couponbase3.gz
     schedule: "0 3 1 1 *"
@@ -244,113 +256,62 @@ jobs:
 		}
 	})
 
-	t.Run("a pod killed mid-run is retried and the Job completes", func(t *testing.T) {
-		// The file is a FIFO so that "mid-run" is certain: the first pod
-		// gets half the gzip stream and waits for more while the test kills
-		// it; the retry gets the whole file.
-		half := make(chan error, 1)
-		killed := make(chan struct{})
-		fed := make(chan error, 1)
-		feedCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-		defer cancel()
-		go func() {
-			f, err := openFIFO(feedCtx, fifo)
-			if err != nil {
-				half <- err
-				return
-			}
-			_, err = f.Write(file2[:len(file2)/2])
-			half <- err
-			select {
-			case <-killed:
-			case <-feedCtx.Done():
-			}
-			f.Close()
-			f, err = openFIFO(feedCtx, fifo)
-			if err != nil {
-				fed <- err
-				return
-			}
-			_, err = f.Write(file2)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			fed <- err
-		}()
+	t.Run("a pod killed mid-run is retried and the retry resumes", func(t *testing.T) {
+		// The first pod is killed once the run ledger holds a checkpoint of
+		// its run (the chart's config checkpoints every second): the Job
+		// controller retries, and the retry, finding the killed run's lease
+		// expired, publishes only the codes after that checkpoint.
 		kubectl(t, c, "-n", ns, "create", "job", "--from=cronjob/chain-coupon-producer-couponbase2", "killed")
-		select {
-		case err := <-half:
-			if err != nil {
-				t.Fatalf("feed the first half: %v", err)
-			}
-		case <-time.After(90 * time.Second):
-			t.Fatalf("the producer did not open the file;%s", describePods(jobPods(t, cs, ns, "killed")))
-		}
-		eventually(t, 60*time.Second, "the first pod to publish part of the file", func() (bool, error) {
-			return topicRecords(t, admin, topic("couponbase2.gz")) > 0, nil
+		var checkpoint int64
+		eventually(t, 120*time.Second, "a checkpoint of the first pod's run in the ledger", func() (bool, error) {
+			checkpoint = ledgerCheckpoint(t, admin, brokers, topic("couponbase2.gz"))
+			return checkpoint > 0, nil
 		})
 		first := jobPods(t, cs, ns, "killed")
-		if len(first) != 1 {
-			t.Fatalf("%d pods before the kill;%s", len(first), describePods(first))
+		if len(first) != 1 || first[0].Status.Phase != corev1.PodRunning {
+			t.Fatalf("want one running pod at the checkpoint;%s\n%s", describePods(first), podLogs(k, first))
 		}
 		if err := k.Kill(ns, first[0].Name); err != nil {
 			t.Fatal(err)
 		}
-		// Only once the killed process is gone may the feeder open the FIFO
-		// again, or it would write to the dying reader.
-		eventually(t, 30*time.Second, "the killed pod to fail", func() (bool, error) {
-			p, err := cs.CoreV1().Pods(ns).Get(ctx, first[0].Name, metav1.GetOptions{})
-			return err == nil && p.Status.Phase == corev1.PodFailed, err
-		})
-		close(killed)
-		j := waitJob(t, cs, ns, "killed", 150*time.Second)
+		j := waitJob(t, cs, ns, "killed", 180*time.Second)
 		pods := jobPods(t, cs, ns, "killed")
-		if err := <-fed; err != nil {
-			t.Errorf("feed the whole file: %v", err)
-		}
 		cond := jobFinished(j)
 		if cond.Type != batchv1.JobComplete || len(pods) != 2 || j.Status.Failed != 1 || j.Status.Succeeded != 1 {
 			t.Fatalf("job killed: %s (%s), %d pods, %d failed, %d succeeded; want Complete after one counted retry;%s\n%s",
 				cond.Type, cond.Message, len(pods), j.Status.Failed, j.Status.Succeeded, describePods(pods), podLogs(k, pods))
 		}
+		sort.Slice(pods, func(a, b int) bool { return pods[a].CreationTimestamp.Before(&pods[b].CreationTimestamp) })
 		if term := pods[0].Status.ContainerStatuses[0].State.Terminated; term == nil || term.ExitCode != 137 {
 			t.Errorf("the killed pod did not end with 137;%s", describePods(pods))
 		}
-		// The first run delivered part of the file, the retry all of it:
-		// every code is there at least as often as in the file.
+		logs, err := k.Logs(ns, pods[1].Name, "producer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		retry := summaryOf(t, logs)
+		resumed := int64(retry["already_delivered"].(float64))
+		if resumed < checkpoint {
+			t.Errorf("the retry skipped %d codes as already delivered; the ledger had a checkpoint of %d", resumed, checkpoint)
+		}
+		// Every code is there; the only duplicates are codes the killed run
+		// delivered after its last checkpoint, so fewer than the codes the
+		// retry published itself.
 		want := fileCodes(t, file2)
 		have := topicCodes(t, admin, brokers, topic("couponbase2.gz"))
-		extra := total(have) - total(want)
-		if extra <= 0 || extra >= total(want) {
-			t.Errorf("%d records for %d codes: want the whole file plus the part the killed run delivered", total(have), total(want))
-		}
 		for code, n := range want {
 			if have[code] < n {
 				t.Fatalf("code %s: %d in the topic, %d in the file", code, have[code], n)
 			}
 		}
-		t.Logf("%d records: the file's %d codes and %d from the killed run", total(have), total(want), extra)
+		extra := total(have) - total(want)
+		if published := total(want) - int(resumed); extra < 0 || extra >= published {
+			t.Errorf("%d records for %d codes: %d duplicates, want fewer than the %d codes the retry published", total(have), total(want), extra, published)
+		}
+		t.Logf("checkpoint %d, retry skipped %d, %d duplicates of %d codes", checkpoint, resumed, extra, total(want))
 	})
 
 	h.must("uninstall", "chain", "-n", ns, "--wait", "--timeout", "60s")
-}
-
-// openFIFO opens the FIFO for writing once a reader has opened it.
-func openFIFO(ctx context.Context, path string) (*os.File, error) {
-	for {
-		f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0)
-		if err == nil {
-			return f, nil
-		}
-		if !errors.Is(err, syscall.ENXIO) {
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("no reader opened %s: %w", path, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // fileCodes counts each code of a generated file (one code per line).
@@ -393,6 +354,45 @@ func topicRecords(t *testing.T, admin *kadm.Client, topic string) int64 {
 // topicCodes reads the whole topic and counts each record value.
 func topicCodes(t *testing.T, admin *kadm.Client, brokers []string, topic string) map[string]int {
 	t.Helper()
+	out := map[string]int{}
+	eachRecord(t, admin, brokers, topic, func(r *kgo.Record) { out[string(r.Value)]++ })
+	return out
+}
+
+// ledgerCheckpoint returns the highest count of acknowledged codes that a
+// checkpoint of the run ledger (the producer's default ledger topic) holds
+// for topic, 0 when there is none yet.
+func ledgerCheckpoint(t *testing.T, admin *kadm.Client, brokers []string, topic string) int64 {
+	t.Helper()
+	const ledgerTopic = "coupon-producer.runs"
+	topics, err := admin.ListTopics(context.Background(), ledgerTopic)
+	if err != nil || !topics.Has(ledgerTopic) {
+		return 0
+	}
+	var best int64
+	eachRecord(t, admin, brokers, ledgerTopic, func(r *kgo.Record) {
+		if string(r.Key) != topic {
+			return
+		}
+		var rec struct {
+			Status     string `json:"status"`
+			Checkpoint *struct {
+				Codes int64 `json:"codes"`
+			} `json:"checkpoint"`
+		}
+		if err := json.Unmarshal(r.Value, &rec); err != nil {
+			t.Fatalf("ledger record %s: %v", r.Value, err)
+		}
+		if rec.Status == "checkpoint" && rec.Checkpoint != nil {
+			best = max(best, rec.Checkpoint.Codes)
+		}
+	})
+	return best
+}
+
+// eachRecord calls fn for every record of topic up to its end offsets.
+func eachRecord(t *testing.T, admin *kadm.Client, brokers []string, topic string, fn func(*kgo.Record)) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	ends, err := admin.ListEndOffsets(ctx, topic)
@@ -413,7 +413,6 @@ func topicCodes(t *testing.T, admin *kadm.Client, brokers []string, topic string
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	out := map[string]int{}
 	for len(remaining) > 0 {
 		fs := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -421,13 +420,12 @@ func topicCodes(t *testing.T, admin *kadm.Client, brokers []string, topic string
 		}
 		fs.EachError(func(_ string, p int32, err error) { t.Fatalf("read %s/%d: %v", topic, p, err) })
 		fs.EachRecord(func(r *kgo.Record) {
-			out[string(r.Value)]++
+			fn(r)
 			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
 				delete(remaining, r.Partition)
 			}
 		})
 	}
-	return out
 }
 
 // multisetDiff describes how two multisets differ, "" when they are equal.
@@ -474,4 +472,18 @@ func podLogs(k *kubelet.Kubelet, pods []corev1.Pod) string {
 		}
 	}
 	return b.String()
+}
+
+// summaryOf returns the fields of the producer's summary line ("file done")
+// in its JSON log.
+func summaryOf(t *testing.T, log string) map[string]any {
+	t.Helper()
+	for _, line := range strings.Split(log, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "file done" {
+			return m
+		}
+	}
+	t.Fatalf("no summary line in the producer's log:\n%s", log)
+	return nil
 }
