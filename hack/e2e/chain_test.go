@@ -232,7 +232,7 @@ jobs:
 			t.Error("the CronJob has no lastSuccessfulTime after its Job completed")
 		}
 		want := fileCodes(t, file1)
-		have := topicCodes(t, admin, brokers, topic("couponbase1.gz"))
+		have := topicCodes(t, brokers, topic("couponbase1.gz"))
 		if d := multisetDiff(want, have); d != "" {
 			t.Fatalf("topic %s does not hold the file's codes exactly once: %s", topic("couponbase1.gz"), d)
 		}
@@ -264,7 +264,7 @@ jobs:
 		kubectl(t, c, "-n", ns, "create", "job", "--from=cronjob/chain-coupon-producer-couponbase2", "killed")
 		var checkpoint int64
 		eventually(t, 120*time.Second, "a checkpoint of the first pod's run in the ledger", func() (bool, error) {
-			checkpoint = ledgerCheckpoint(t, admin, brokers, topic("couponbase2.gz"))
+			checkpoint = ledgerCheckpoint(t, brokers, topic("couponbase2.gz"))
 			return checkpoint > 0, nil
 		})
 		first := jobPods(t, cs, ns, "killed")
@@ -298,7 +298,7 @@ jobs:
 		// delivered after its last checkpoint, so fewer than the codes the
 		// retry published itself.
 		want := fileCodes(t, file2)
-		have := topicCodes(t, admin, brokers, topic("couponbase2.gz"))
+		have := topicCodes(t, brokers, topic("couponbase2.gz"))
 		for code, n := range want {
 			if have[code] < n {
 				t.Fatalf("code %s: %d in the topic, %d in the file", code, have[code], n)
@@ -334,6 +334,19 @@ func fileCodes(t *testing.T, gz []byte) map[string]int {
 	return out
 }
 
+// freshAdmin returns an admin client without cached metadata: a client
+// that asked for a topic before a run created it would still see it
+// missing for a while.
+func freshAdmin(t *testing.T, brokers []string) *kadm.Client {
+	t.Helper()
+	admin, err := kadm.NewOptClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	return admin
+}
+
 // topicRecords returns the number of records in the topic, 0 before it
 // exists.
 func topicRecords(t *testing.T, admin *kadm.Client, topic string) int64 {
@@ -352,25 +365,32 @@ func topicRecords(t *testing.T, admin *kadm.Client, topic string) int64 {
 }
 
 // topicCodes reads the whole topic and counts each record value.
-func topicCodes(t *testing.T, admin *kadm.Client, brokers []string, topic string) map[string]int {
+func topicCodes(t *testing.T, brokers []string, topic string) map[string]int {
+	t.Helper()
+	return topicCodesFrom(t, brokers, topic, nil)
+}
+
+// topicCodesFrom counts each record value of the topic from the offsets in
+// from (a partition not in it from its start) to its end.
+func topicCodesFrom(t *testing.T, brokers []string, topic string, from map[int32]int64) map[string]int {
 	t.Helper()
 	out := map[string]int{}
-	eachRecord(t, admin, brokers, topic, func(r *kgo.Record) { out[string(r.Value)]++ })
+	eachRecord(t, brokers, topic, from, func(r *kgo.Record) { out[string(r.Value)]++ })
 	return out
 }
 
 // ledgerCheckpoint returns the highest count of acknowledged codes that a
 // checkpoint of the run ledger (the producer's default ledger topic) holds
 // for topic, 0 when there is none yet.
-func ledgerCheckpoint(t *testing.T, admin *kadm.Client, brokers []string, topic string) int64 {
+func ledgerCheckpoint(t *testing.T, brokers []string, topic string) int64 {
 	t.Helper()
 	const ledgerTopic = "coupon-producer.runs"
-	topics, err := admin.ListTopics(context.Background(), ledgerTopic)
+	topics, err := freshAdmin(t, brokers).ListTopics(context.Background(), ledgerTopic)
 	if err != nil || !topics.Has(ledgerTopic) {
 		return 0
 	}
 	var best int64
-	eachRecord(t, admin, brokers, ledgerTopic, func(r *kgo.Record) {
+	eachRecord(t, brokers, ledgerTopic, nil, func(r *kgo.Record) {
 		if string(r.Key) != topic {
 			return
 		}
@@ -390,25 +410,33 @@ func ledgerCheckpoint(t *testing.T, admin *kadm.Client, brokers []string, topic 
 	return best
 }
 
-// eachRecord calls fn for every record of topic up to its end offsets.
-func eachRecord(t *testing.T, admin *kadm.Client, brokers []string, topic string, fn func(*kgo.Record)) {
+// eachRecord calls fn for every record of topic from the offsets in from (a
+// partition not in it from its start) up to its end offsets. It asks a
+// fresh admin client for them: a long-lived one may still hold a topic that
+// a run created since as unknown.
+func eachRecord(t *testing.T, brokers []string, topic string, from map[int32]int64, fn func(*kgo.Record)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ends, err := admin.ListEndOffsets(ctx, topic)
+	ends, err := freshAdmin(t, brokers).ListEndOffsets(ctx, topic)
 	if err != nil {
 		t.Fatalf("end offsets of %s: %v", topic, err)
 	}
 	remaining := map[int32]int64{}
+	start := map[int32]kgo.Offset{}
 	ends.Each(func(o kadm.ListedOffset) {
 		if o.Err != nil {
 			t.Fatalf("end offset of %s/%d: %v", topic, o.Partition, o.Err)
 		}
-		if o.Offset > 0 {
+		if o.Offset > from[o.Partition] {
 			remaining[o.Partition] = o.Offset
+			start[o.Partition] = kgo.NewOffset().At(from[o.Partition])
 		}
 	})
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if len(remaining) == 0 {
+		return
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}))
 	if err != nil {
 		t.Fatal(err)
 	}
