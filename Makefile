@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DATA ?= data/coupons
 DEMO_LINES ?= 3000000
 
-.PHONY: all build demo test test-unit test-e2e kube-bin fuzz bench kafka-up kafka-down kafka-clean lint clean
+.PHONY: all build demo test test-unit test-e2e kube-bin fuzz bench kafka-up kafka-down kafka-clean clean
 
 all: build
 
@@ -22,9 +22,10 @@ build:
 demo: build
 	DATA=$(DATA) DEMO_LINES=$(DEMO_LINES) bash hack/demo.sh
 
-# Every test: unit, fuzz seeds, end-to-end, the real-broker integration
-# tests (the broker is started unless COUPON_TEST_BROKERS is set) and the
-# container/compose checks.
+# Every test: unit, fuzz seeds, end-to-end, the real-broker integration,
+# fault, secure-cluster and ledger tests (the broker is started unless
+# COUPON_TEST_BROKERS is set), the Dockerfile/compose/chart checks and the
+# Kubernetes end-to-end tests (binaries from kube-bin; root).
 test:
 	bash hack/test.sh
 
