@@ -211,6 +211,7 @@ func newPublisher(cfg *config.Config, log *zap.Logger) (*publish.Publisher, erro
 		ReplicationFactor: int16(cfg.ReplicationFactor),
 		TopicConfigs:      cfg.TopicConfigs,
 		ConnectTimeout:    cfg.ConnectTimeout,
+		RecordTimeout:     cfg.DeliveryTimeout,
 		Security: publish.Security{
 			TLS: cfg.TLS, CAFile: cfg.TLSCAFile, CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile,
 			ServerName: cfg.TLSServerName, InsecureSkipVerify: cfg.TLSInsecureSkipVerify,

@@ -32,8 +32,11 @@ type Config struct {
 	ReplicationFactor int16             // -1: the broker's default.replication.factor
 	TopicConfigs      map[string]string // for topics this client creates
 	ConnectTimeout    time.Duration
-	Security          Security
-	Logger            *zap.Logger // nil: no logs
+	// RecordTimeout bounds each record written through franz-go's own
+	// producer (the run ledger's); 0: the delivery timeout's default.
+	RecordTimeout time.Duration
+	Security      Security
+	Logger        *zap.Logger // nil: no logs
 }
 
 // clientLogger is the logger franz-go logs through: its informational lines
@@ -70,6 +73,10 @@ func New(cfg Config) (*Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
+	recordTimeout := cfg.RecordTimeout
+	if recordTimeout <= 0 {
+		recordTimeout = 2 * time.Minute
+	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
@@ -77,6 +84,14 @@ func New(cfg Config) (*Publisher, error) {
 		// acknowledgement, and franz-go rewrites the acks of a raw produce
 		// request to the client's.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
+		// franz-go's own producer writes only the run ledger's records,
+		// one at a time (the engine builds its own idempotent requests).
+		// Not idempotent, a record can always be failed when its context
+		// or RecordTimeout ends; an idempotent batch whose fate is unknown
+		// may not be, and would wait for a leader that may never come back.
+		// A ledger record written twice is harmless.
+		kgo.DisableIdempotentWrite(),
+		kgo.RecordDeliveryTimeout(recordTimeout),
 		kgo.WithLogger(clientLogger(log)),
 	}
 	client, err := kgo.NewClient(append(opts, sec...)...)
