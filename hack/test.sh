@@ -7,11 +7,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 kafka=hack/kafka-local/kafka-local.sh
+# The tests' broker is not the demo's (make demo, make kafka-up): its own
+# port and state, emptied before it starts, so that topics the tests write
+# (couponbase1.gz among them) never mix with the demo's counts, and every
+# run starts from an empty broker.
+export KAFKA_LOCAL_PORT=${KAFKA_LOCAL_PORT:-19094}
+export KAFKA_LOCAL_CONTROLLER_PORT=${KAFKA_LOCAL_CONTROLLER_PORT:-19095}
+export KAFKA_LOCAL_DIR=${KAFKA_LOCAL_DIR:-$(pwd)/.kafka-test}
 started=""
 if [[ -z "${COUPON_TEST_BROKERS:-}" ]]; then
   if command -v java >/dev/null && command -v mvn >/dev/null; then
     if ! "$kafka" status >/dev/null 2>&1; then
       started=yes
+      "$kafka" clean >/dev/null
     fi
     if brokers=$("$kafka" start | tail -n 1); then
       export COUPON_TEST_BROKERS="$brokers"
