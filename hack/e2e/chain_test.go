@@ -97,9 +97,10 @@ func TestWholeChain(t *testing.T) {
 	})
 
 	// The data volume: couponbase1.gz as generated, couponbase3.gz
-	// corrupted in the middle, couponbase2.gz larger (3M codes, published
-	// with gzip batches) so that its run lasts long enough to be killed
-	// after a checkpoint.
+	// corrupted in the middle, couponbase2.gz larger (1M codes), published
+	// to one partition in 1 KiB batches (about 20,000 round trips, 10 s
+	// here) so that its run lasts long enough to be killed after a
+	// checkpoint, whatever the machine's speed.
 	const lines = 100000
 	data := t.TempDir()
 	if err := os.Chmod(data, 0o755); err != nil {
@@ -131,7 +132,7 @@ func TestWholeChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	gen2 := t.TempDir()
-	if out, err := exec.Command(coupongen, "-dir", gen2, "-lines", "3000000", "-files", "2").CombinedOutput(); err != nil {
+	if out, err := exec.Command(coupongen, "-dir", gen2, "-lines", "1000000", "-files", "2").CombinedOutput(); err != nil {
 		t.Fatalf("coupongen: %v\n%s", err, out)
 	}
 	file2, err = os.ReadFile(filepath.Join(gen2, "couponbase2.gz"))
@@ -175,8 +176,10 @@ jobs:
     suspend: true
     topic: %s
     extraEnv:
-      - name: KAFKA_COMPRESSION
-        value: gzip
+      - name: KAFKA_PARTITIONS
+        value: "1"
+      - name: KAFKA_BATCH_MAX_BYTES
+        value: "1024"
   couponbase3:
     file: couponbase3.gz
     schedule: "0 3 1 1 *"
