@@ -276,12 +276,17 @@ func (c *kafkaCluster) launch(nd *kafkaNode) {
 }
 
 // Kill stops node id with SIGKILL, as a crash would, and waits for it.
-func (c *kafkaCluster) Kill(id int) {
+func (c *kafkaCluster) Kill(id int) { c.stop(id, syscall.SIGKILL) }
+
+// Stop stops node id with SIGTERM, a graceful shutdown, and waits for it.
+func (c *kafkaCluster) Stop(id int) { c.stop(id, syscall.SIGTERM) }
+
+func (c *kafkaCluster) stop(id int, sig syscall.Signal) {
 	nd := c.node(id)
 	if nd.cmd == nil {
 		return
 	}
-	nd.cmd.Process.Signal(syscall.SIGKILL)
+	nd.cmd.Process.Signal(sig)
 	<-nd.exited
 	nd.cmd = nil
 }

@@ -150,10 +150,7 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	file := generate(t, 3_000_000, 11)
 	topic := uniqueTopic("it-restart")
 	log, code := produceFor(t, 4*time.Minute, c.Bootstrap(), topic, file, func(*exec.Cmd) {
-		nd := c.node(1)
-		nd.cmd.Process.Signal(syscall.SIGTERM)
-		<-nd.exited
-		nd.cmd = nil
+		c.Stop(1)
 		c.Restart(1)
 	}, "--partitions", "4")
 	if code != 0 {

@@ -181,17 +181,7 @@ func TestCanceledWriteHasACause(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.AfterFunc(300*time.Millisecond, cancel)
-	var sent int64
-	for _, code := range kafkatest.Codes(100000) {
-		sent++
-		if err = s.Write(code); err != nil {
-			break
-		}
-	}
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Write: %v, want context.Canceled once the buffers are full and ctx ends", err)
-	}
+	sent := writeUntilCanceled(t, s, 300*time.Millisecond, cancel)
 	close(release)
 	d, err := s.Finish(context.Background())
 	if d != (kafka.Delivery{Sent: sent, Delivered: sent - 1, Failed: 1}) {

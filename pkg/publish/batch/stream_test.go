@@ -338,17 +338,7 @@ func TestWriteGivesUpWhenContextEnds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.AfterFunc(200*time.Millisecond, cancel)
-	var sent int64
-	for _, code := range kafkatest.Codes(100000) {
-		sent++
-		if err = s.Write(code); err != nil {
-			break
-		}
-	}
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Write: %v, want context.Canceled once the buffers are full and ctx ends", err)
-	}
+	sent := writeUntilCanceled(t, s, 200*time.Millisecond, cancel)
 	fctx, fcancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer fcancel()
 	d, err := s.Finish(fctx)
@@ -442,4 +432,25 @@ func TestAddToRequest(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("requests %v, want %v", got, want)
 	}
+}
+
+// writeUntilCanceled writes codes to s until Write fails, cancelling the
+// stream's context after d: the buffers fill (nothing is acknowledged) and
+// Write must then give up with context.Canceled. It returns the number of
+// codes handed to Write, the failed one included.
+func writeUntilCanceled(t *testing.T, s *Stream, d time.Duration, cancel context.CancelFunc) int64 {
+	t.Helper()
+	time.AfterFunc(d, cancel)
+	var sent int64
+	var err error
+	for _, code := range kafkatest.Codes(100000) {
+		sent++
+		if err = s.Write(code); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Write: %v, want context.Canceled once the buffers are full and ctx ends", err)
+	}
+	return sent
 }
