@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the binaries the end-to-end tests in hack/e2e run: kube-apiserver,
-# kube-controller-manager and kubectl from k8s.io/kubernetes, etcd from
+# kube-controller-manager, kube-scheduler, kubelet and kubectl from
+# k8s.io/kubernetes, etcd from
 # go.etcd.io/etcd/server/v3 (versions pinned in this folder's go.mod) and the
 # helm CLI, all from the Go module proxy. Kubernetes publishes no server
 # binaries to a registry we can use, but its source builds as a module.
@@ -23,7 +24,7 @@ etcd_version=$(go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
 bin=${COUPON_KUBE_BIN:-$HOME/.cache/coupon-producer/kube-$kube_version/bin}
 stamp="$bin/.stamp"
 want="kubernetes=$kube_version etcd=$etcd_version helm=$HELM_VERSION $(go env GOVERSION) $(sha256sum go.sum | cut -c1-16)"
-tools=(kube-apiserver kube-controller-manager kubectl etcd helm)
+tools=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd helm)
 
 if [[ "${1:-}" == "--print-dir" ]]; then
   echo "$bin"
@@ -63,6 +64,8 @@ export CGO_ENABLED=0
 go build -trimpath -ldflags "$ldflags" -o "$bin/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubelet \
   k8s.io/kubernetes/cmd/kubectl
 go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3
 # Outside this module: `go install pkg@version` builds Helm with its own
