@@ -13,11 +13,11 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/couponpipeline/coupon-producer/pkg/config"
+	"github.com/couponpipeline/coupon-producer/pkg/kafka"
 	"github.com/couponpipeline/coupon-producer/pkg/ledger"
 	"github.com/couponpipeline/coupon-producer/pkg/metrics"
 	"github.com/couponpipeline/coupon-producer/pkg/preflight"
-	"github.com/couponpipeline/coupon-producer/pkg/publish"
-	"github.com/couponpipeline/coupon-producer/pkg/publish/batch"
+	"github.com/couponpipeline/coupon-producer/pkg/producer"
 	"github.com/couponpipeline/coupon-producer/pkg/run"
 	"github.com/couponpipeline/coupon-producer/pkg/schedule"
 )
@@ -48,16 +48,16 @@ func serve(ctx context.Context, cfg *config.Config, stdout io.Writer, log *zap.L
 	}
 	loc, _ := time.LoadLocation(cfg.ScheduleTZ) // validated by config
 	log.Info("scheduler started", zap.String("schedule", cfg.Schedule), zap.String("tz", loc.String()), zap.Strings("files", cfg.Files))
-	return schedule.Run(ctx, sched, loc, cfg.RunOnStart, job, log)
+	return schedule.Loop(ctx, sched, loc, cfg.RunOnStart, job, log)
 }
 
 // runFiles publishes each file to its topic, one after the other. A file's
 // failure does not stop the others; the errors of all files are joined.
 func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *zap.Logger, m *metrics.Metrics) error {
-	var target run.Target = run.Lines{W: stdout}
+	var target run.Target = run.Stdout{W: stdout}
 	var led *ledger.Ledger
 	if !cfg.DryRun {
-		p, err := newPublisher(cfg, log)
+		p, err := newConn(cfg, log)
 		if err != nil {
 			return fmt.Errorf("%w: %v", config.ErrUsage, err)
 		}
@@ -67,7 +67,7 @@ func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *za
 				return err
 			}
 		}
-		target = kafkaTarget{p: p, o: batch.Options{
+		target = kafkaTarget{p: p, o: producer.Options{
 			Compression:      cfg.Compression,
 			Linger:           cfg.Linger,
 			BatchMaxBytes:    int32(cfg.BatchMaxBytes),
@@ -110,7 +110,7 @@ func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *za
 
 // openLedger connects and makes sure the ledger topic exists, with the
 // data topics' replication factor.
-func openLedger(ctx context.Context, cfg *config.Config, p *publish.Publisher, log *zap.Logger) (*ledger.Ledger, error) {
+func openLedger(ctx context.Context, cfg *config.Config, p *kafka.Conn, log *zap.Logger) (*ledger.Ledger, error) {
 	if err := p.Connect(ctx); err != nil {
 		log.Error("cannot reach Kafka", zap.Strings("brokers", cfg.Brokers), zap.NamedError("err", err))
 		return nil, err
@@ -163,7 +163,7 @@ func runPreflight(ctx context.Context, cfg *config.Config, log *zap.Logger) erro
 	if cfg.DryRun {
 		return errors.Join(errs...)
 	}
-	p, err := newPublisher(cfg, log)
+	p, err := newConn(cfg, log)
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("%w: %v", config.ErrUsage, err))...)
 	}
@@ -188,23 +188,23 @@ func runPreflight(ctx context.Context, cfg *config.Config, log *zap.Logger) erro
 // kafkaTarget publishes to Kafka through the batch engine, creating each
 // topic first.
 type kafkaTarget struct {
-	p *publish.Publisher
-	o batch.Options
+	p *kafka.Conn
+	o producer.Options
 }
 
 func (k kafkaTarget) Open(ctx context.Context, topic string) (run.Sink, error) {
 	if err := k.p.EnsureTopic(ctx, topic); err != nil {
 		return nil, err
 	}
-	s, err := batch.New(ctx, k.p.Client(), topic, k.o)
+	s, err := producer.New(ctx, k.p.Client(), topic, k.o)
 	if err != nil {
 		return nil, fmt.Errorf("start producing to %s: %w", topic, err)
 	}
 	return s, nil
 }
 
-func newPublisher(cfg *config.Config, log *zap.Logger) (*publish.Publisher, error) {
-	return publish.New(publish.Config{
+func newConn(cfg *config.Config, log *zap.Logger) (*kafka.Conn, error) {
+	return kafka.New(kafka.Config{
 		Brokers:           cfg.Brokers,
 		ClientID:          cfg.ClientID,
 		Partitions:        int32(cfg.Partitions),
@@ -212,7 +212,7 @@ func newPublisher(cfg *config.Config, log *zap.Logger) (*publish.Publisher, erro
 		TopicConfigs:      cfg.TopicConfigs,
 		ConnectTimeout:    cfg.ConnectTimeout,
 		RecordTimeout:     cfg.DeliveryTimeout,
-		Security: publish.Security{
+		Security: kafka.Security{
 			TLS: cfg.TLS, CAFile: cfg.TLSCAFile, CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile,
 			ServerName: cfg.TLSServerName, InsecureSkipVerify: cfg.TLSInsecureSkipVerify,
 			SASLMechanism: cfg.SASLMechanism, Username: cfg.SASLUsername, Password: cfg.SASLPassword,

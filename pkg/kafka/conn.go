@@ -3,7 +3,7 @@
 // and the admin steps before a file is produced (reach a broker, create the
 // topic). Producing itself is the engine's (package publish/batch), which
 // sends its requests through Client.
-package publish
+package kafka
 
 import (
 	"context"
@@ -20,8 +20,6 @@ import (
 	"github.com/twmb/franz-go/plugin/kzap"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/couponpipeline/coupon-producer/pkg/kafka"
 )
 
 // Config is how to reach Kafka and how to create topics.
@@ -51,8 +49,8 @@ func clientLogger(l *zap.Logger) kgo.Logger {
 	return kzap.New(l.Named("kgo"), kzap.Level(level))
 }
 
-// Publisher is a connection to a Kafka cluster shared by the files of a run.
-type Publisher struct {
+// Conn is a connection to a Kafka cluster shared by the files of a run.
+type Conn struct {
 	cfg    Config
 	log    *zap.Logger
 	client *kgo.Client
@@ -64,7 +62,7 @@ type Publisher struct {
 
 // New builds a publisher. It reads the TLS files but does not touch the
 // network: Connect does.
-func New(cfg Config) (*Publisher, error) {
+func New(cfg Config) (*Conn, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -98,12 +96,12 @@ func New(cfg Config) (*Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Publisher{cfg: cfg, log: log, client: client, adm: kadm.NewClient(client)}, nil
+	return &Conn{cfg: cfg, log: log, client: client, adm: kadm.NewClient(client)}, nil
 }
 
 // Connect checks that a broker answers within ConnectTimeout. It dials only
 // once: later calls return the first call's result.
-func (p *Publisher) Connect(ctx context.Context) error {
+func (p *Conn) Connect(ctx context.Context) error {
 	p.connectOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 		defer cancel()
@@ -114,7 +112,7 @@ func (p *Publisher) Connect(ctx context.Context) error {
 			if err == nil {
 				return
 			}
-			if kafka.Permanent(err) {
+			if Permanent(err) {
 				p.connectErr = p.cfg.Security.refusal(strings.Join(p.cfg.Brokers, ","), err)
 				return
 			}
@@ -124,7 +122,7 @@ func (p *Publisher) Connect(ctx context.Context) error {
 				p.connectErr = fmt.Errorf("cannot reach Kafka at %s within %s: %w",
 					strings.Join(p.cfg.Brokers, ","), p.cfg.ConnectTimeout, err)
 				return
-			case <-time.After(kafka.Backoff(attempt)):
+			case <-time.After(Backoff(attempt)):
 			}
 		}
 	})
@@ -134,7 +132,7 @@ func (p *Publisher) Connect(ctx context.Context) error {
 // EnsureTopic creates topic with the configured partitions, replication
 // factor and configs if it does not exist, and waits until every partition
 // has a leader. An existing topic is used as it is.
-func (p *Publisher) EnsureTopic(ctx context.Context, topic string) error {
+func (p *Conn) EnsureTopic(ctx context.Context, topic string) error {
 	if err := p.Connect(ctx); err != nil {
 		return err
 	}
@@ -171,16 +169,16 @@ func (p *Publisher) EnsureTopic(ctx context.Context, topic string) error {
 
 // waitLeaders polls metadata until every partition of topic has a leader, so
 // that the first batches are not refused for an unknown topic.
-func (p *Publisher) waitLeaders(ctx context.Context, topic string) error {
+func (p *Conn) waitLeaders(ctx context.Context, topic string) error {
 	for attempt := 1; ; attempt++ {
-		t, err := kafka.TopicMetadata(ctx, p.client, topic)
+		t, err := TopicMetadata(ctx, p.client, topic)
 		if err == nil && allLed(t) {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("topic %s has no leader for every partition: %w", topic, ctx.Err())
-		case <-time.After(kafka.Backoff(attempt)):
+		case <-time.After(Backoff(attempt)):
 		}
 	}
 }
@@ -196,7 +194,7 @@ func allLed(t *kmsg.MetadataResponseTopic) bool {
 
 // Client returns the publisher's franz-go client, for the engine, which
 // builds its own produce requests. It is configured with acks=all.
-func (p *Publisher) Client() *kgo.Client { return p.client }
+func (p *Conn) Client() *kgo.Client { return p.client }
 
 // Close closes the connections. Finish the engine's streams first.
-func (p *Publisher) Close() { p.client.Close() }
+func (p *Conn) Close() { p.client.Close() }

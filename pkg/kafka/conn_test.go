@@ -1,4 +1,4 @@
-package publish
+package kafka
 
 import (
 	"context"
@@ -42,7 +42,7 @@ func newCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
 	return c
 }
 
-func newPublisher(t *testing.T, cfg Config) *Publisher {
+func newConn(t *testing.T, cfg Config) *Conn {
 	t.Helper()
 	p, err := New(cfg)
 	if err != nil {
@@ -57,7 +57,7 @@ func TestEnsureTopicCreates(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	cfg := testConfig(c.ListenAddrs())
 	cfg.Logger = zap.New(core)
-	p := newPublisher(t, cfg)
+	p := newConn(t, cfg)
 	ctx := context.Background()
 	if err := p.EnsureTopic(ctx, "couponbase1.gz"); err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func TestEnsureTopicCreates(t *testing.T) {
 
 func TestExistingTopicUsedAsIs(t *testing.T) {
 	c := newCluster(t, kfake.SeedTopics(5, "existing"))
-	p := newPublisher(t, testConfig(c.ListenAddrs()))
+	p := newConn(t, testConfig(c.ListenAddrs()))
 	if err := p.EnsureTopic(context.Background(), "existing"); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestExistingTopicUsedAsIs(t *testing.T) {
 func TestUnreachableBrokers(t *testing.T) {
 	cfg := testConfig([]string{"127.0.0.1:1"})
 	cfg.ConnectTimeout = 300 * time.Millisecond
-	p := newPublisher(t, cfg)
+	p := newConn(t, cfg)
 	err := p.EnsureTopic(context.Background(), "t")
 	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Fatalf("err = %v, want one naming the broker address", err)

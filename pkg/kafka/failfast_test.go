@@ -1,4 +1,4 @@
-package publish
+package kafka
 
 import (
 	"context"
@@ -26,7 +26,7 @@ func connectRefused(t *testing.T, cfg Config, cause func(error) bool) {
 	cfg.ConnectTimeout = time.Hour // a retry loop would outlive the test's context
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := newPublisher(t, cfg).Connect(ctx)
+	err := newConn(t, cfg).Connect(ctx)
 	if err == nil || !strings.Contains(err.Error(), "refuses the connection") || !cause(err) {
 		t.Fatalf("Connect: %v; want a refusal naming its cause", err)
 	}
@@ -67,7 +67,7 @@ func TestCreationRefusedFailsFast(t *testing.T) {
 	cfg.ConnectTimeout = time.Hour
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := newPublisher(t, cfg).EnsureTopic(ctx, "t1")
+	err := newConn(t, cfg).EnsureTopic(ctx, "t1")
 	if !errors.Is(err, kerr.TopicAuthorizationFailed) || !strings.Contains(err.Error(), "create topic t1: ") {
 		t.Fatalf("EnsureTopic: %v; want the refusal to create the topic", err)
 	}

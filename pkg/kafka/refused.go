@@ -1,4 +1,4 @@
-package publish
+package kafka
 
 import (
 	"crypto/tls"
@@ -10,7 +10,7 @@ import (
 )
 
 // refusal is the error Connect returns for a connection error that
-// retrying cannot fix (kafka.Permanent): it names the brokers and says what
+// retrying cannot fix (Permanent): it names the brokers and says what
 // to check, for SASL the mechanism and the user, never the password; the
 // client's error follows.
 func (s Security) refusal(brokers string, err error) error {

@@ -214,9 +214,9 @@ type Plan struct {
 	Reason string
 }
 
-// Run is one run's presence in the ledger: its identity, its heartbeat
+// Claim is one run's presence in the ledger: its identity, its heartbeat
 // and its final record.
-type Run struct {
+type Claim struct {
 	l        *Ledger
 	o        Options
 	rec      Record // identity fields, repeated in every record
@@ -234,10 +234,10 @@ type Run struct {
 // record, waits until the runs that started before it are known to be gone
 // or alive, and decides. rec holds the file's identity (topic, file, size,
 // mtime, sha256) and the producer's and pod's names. It returns ErrLive,
-// after writing a skipped record, when another run is alive, and a nil Run
+// after writing a skipped record, when another run is alive, and a nil Claim
 // with plan.Unchanged, after writing a skipped record, when the file is
 // already published. Otherwise the run heartbeats until Finish.
-func (l *Ledger) Begin(ctx context.Context, rec Record, o Options) (*Run, Plan, error) {
+func (l *Ledger) Begin(ctx context.Context, rec Record, o Options) (*Claim, Plan, error) {
 	hist, err := l.Read(ctx, rec.Topic)
 	if err != nil {
 		return nil, Plan{}, err
@@ -246,7 +246,7 @@ func (l *Ledger) Begin(ctx context.Context, rec Record, o Options) (*Run, Plan, 
 	rec.StartedAt = time.Now().UTC()
 	rec.LeaseMillis = o.Lease().Milliseconds()
 	rec.LastCompleted = lastCompleted(hist)
-	r := &Run{l: l, o: o, rec: rec, snapshot: rec.LastCompleted, stop: make(chan struct{}), done: make(chan struct{})}
+	r := &Claim{l: l, o: o, rec: rec, snapshot: rec.LastCompleted, stop: make(chan struct{}), done: make(chan struct{})}
 	rec.Status = Started
 	if r.self, err = l.write(ctx, rec); err != nil {
 		return nil, Plan{}, err
@@ -308,7 +308,7 @@ func (l *Ledger) Begin(ctx context.Context, rec Record, o Options) (*Run, Plan, 
 }
 
 // latest returns the broker's timestamp of r's latest record in hist.
-func (r *Run) latest(hist []Entry) time.Time {
+func (r *Claim) latest(hist []Entry) time.Time {
 	var t time.Time
 	for _, e := range hist {
 		if e.RunID == r.rec.RunID {
@@ -371,19 +371,19 @@ func (l *Ledger) Holds(ctx context.Context, topic string, s *Snapshot) (bool, st
 // Track gives the run the source of its progress, called at each
 // checkpoint from the heartbeat's goroutine: the position in the file's
 // codes (resumed codes included) and this run's acknowledged offsets.
-func (r *Run) Track(position func() Position) {
+func (r *Claim) Track(position func() Position) {
 	r.mu.Lock()
 	r.position = position
 	r.mu.Unlock()
 }
 
 // ID returns the run's ID.
-func (r *Run) ID() string { return r.rec.RunID }
+func (r *Claim) ID() string { return r.rec.RunID }
 
 // current returns the position to checkpoint: this run's, with the
 // partitions of the run it resumed. Before publishing, that run's
 // checkpoint.
-func (r *Run) current() Position {
+func (r *Claim) current() Position {
 	r.mu.Lock()
 	f := r.position
 	r.mu.Unlock()
@@ -403,7 +403,7 @@ func (r *Run) current() Position {
 	return cur
 }
 
-func (r *Run) checkpoint(p Position) Record {
+func (r *Claim) checkpoint(p Position) Record {
 	c := r.rec
 	c.Status = Checkpoint
 	c.Checkpoint = &p
@@ -413,7 +413,7 @@ func (r *Run) checkpoint(p Position) Record {
 // heartbeat writes a checkpoint every interval until Finish. A failed
 // write is logged and the run goes on: the data is still being delivered,
 // and the next checkpoint may get through before the lease ends.
-func (r *Run) heartbeat() {
+func (r *Claim) heartbeat() {
 	defer close(r.done)
 	t := time.NewTicker(r.o.Interval)
 	defer t.Stop()
@@ -449,7 +449,7 @@ type Outcome struct {
 // Finish stops the heartbeat and writes the run's final record. A
 // completed run becomes the topic's last completed snapshot, with the
 // offsets of the runs it resumed.
-func (r *Run) Finish(ctx context.Context, o Outcome) error {
+func (r *Claim) Finish(ctx context.Context, o Outcome) error {
 	close(r.stop)
 	<-r.done
 	rec := Record{
@@ -475,7 +475,7 @@ func (r *Run) Finish(ctx context.Context, o Outcome) error {
 }
 
 // final writes a final record with the run's identity.
-func (r *Run) final(ctx context.Context, f Record) error {
+func (r *Claim) final(ctx context.Context, f Record) error {
 	rec := r.rec
 	rec.Status, rec.Reason = f.Status, f.Reason
 	rec.Lines, rec.Codes, rec.AlreadyDelivered, rec.Delivered, rec.Failed = f.Lines, f.Codes, f.AlreadyDelivered, f.Delivered, f.Failed

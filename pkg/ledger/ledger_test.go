@@ -256,7 +256,7 @@ func TestTogetherOneWins(t *testing.T) {
 	f := newFixture(t)
 	const n = 4
 	type res struct {
-		r   *Run
+		r   *Claim
 		err error
 	}
 	out := make(chan res, n)
@@ -266,7 +266,7 @@ func TestTogetherOneWins(t *testing.T) {
 			out <- res{r, err}
 		}()
 	}
-	var winners []*Run
+	var winners []*Claim
 	for range n {
 		x := <-out
 		switch {

@@ -31,7 +31,7 @@
 //
 // Every code is counted: Finish reports how many were acknowledged, and the
 // others as failed.
-package batch
+package producer
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package main
+package run
 
 import (
 	"context"
@@ -12,7 +12,6 @@ import (
 
 	"github.com/couponpipeline/coupon-producer/pkg/config"
 	"github.com/couponpipeline/coupon-producer/pkg/ledger"
-	"github.com/couponpipeline/coupon-producer/pkg/run"
 	"github.com/couponpipeline/coupon-producer/pkg/source"
 )
 
@@ -20,36 +19,36 @@ import (
 // written even when the run's context has ended (SIGTERM).
 const ledgerTimeout = 10 * time.Second
 
-// fileRun is one file's run as the ledger sees it: run.File's Prepare
+// claim is one file's run as the ledger sees it: File's Prepare
 // hashes the file and enters the run into the ledger, Track feeds its
 // checkpoints, and finish writes its final record.
-type fileRun struct {
+type claim struct {
 	led  *ledger.Ledger
 	cfg  *config.Config
 	log  *zap.Logger
 	file string
-	run  *ledger.Run // nil until Prepare decides to publish
+	held *ledger.Claim // nil until Prepare decides to publish
 }
 
 // options adds the ledger's hooks to o.
-func (f *fileRun) options(o run.Options) run.Options {
+func (f *claim) options(o Options) Options {
 	o.Prepare = f.prepare
-	o.Track = func(position func() run.Position) {
-		if f.run != nil {
-			f.run.Track(func() ledger.Position { return toLedger(position()) })
+	o.Track = func(position func() Position) {
+		if f.held != nil {
+			f.held.Track(func() ledger.Position { return toLedger(position()) })
 		}
 	}
 	return o
 }
 
-func toLedger(p run.Position) ledger.Position {
+func toLedger(p Position) ledger.Position {
 	return ledger.Position{Codes: p.Codes, Line: p.Line, Offset: p.Offset, Partitions: p.Ranges}
 }
 
 // prepare hashes the file (a read of its own, before decoding: skipping
 // an unchanged file must not cost a decode) and asks the ledger whether to
 // publish it, all of it or the codes after a checkpoint.
-func (f *fileRun) prepare(ctx context.Context, src *source.File) (int64, error) {
+func (f *claim) prepare(ctx context.Context, src *source.File) (int64, error) {
 	log := f.log.With(zap.String("file", f.file), zap.String("topic", f.cfg.TopicFor(f.file)))
 	start := time.Now()
 	d, err := src.Digest()
@@ -69,15 +68,15 @@ func (f *fileRun) prepare(ctx context.Context, src *source.File) (int64, error) 
 	switch {
 	case errors.Is(err, ledger.ErrLive):
 		log.Error("not publishing: another run of this file is live", zap.NamedError("err", err))
-		return 0, fmt.Errorf("%w: %w", run.ErrSkipped, err)
+		return 0, fmt.Errorf("%w: %w", ErrSkipped, err)
 	case err != nil:
 		log.Error("cannot use the run ledger", zap.String("ledger_topic", f.led.Topic()), zap.NamedError("err", err))
 		return 0, err
 	case plan.Unchanged:
 		log.Info("unchanged", zap.String("sha256", sha), zap.String("reason", plan.Reason))
-		return 0, fmt.Errorf("%w: %s", run.ErrSkipped, plan.Reason)
+		return 0, fmt.Errorf("%w: %s", ErrSkipped, plan.Reason)
 	}
-	f.run = r
+	f.held = r
 	fields := []zap.Field{zap.String("run_id", r.ID()), zap.String("sha256", sha)}
 	if plan.Reason != "" {
 		fields = append(fields, zap.String("reason", plan.Reason))
@@ -94,8 +93,8 @@ func (f *fileRun) prepare(ctx context.Context, src *source.File) (int64, error) 
 // finish writes the run's final record: completed, interrupted (a signal)
 // or failed. Its error, if any, is the ledger's: the codes' fate is in
 // runErr.
-func (f *fileRun) finish(ctx context.Context, sum run.Summary, runErr error) error {
-	if f.run == nil {
+func (f *claim) finish(ctx context.Context, sum Summary, runErr error) error {
+	if f.held == nil {
 		return nil
 	}
 	o := ledger.Outcome{
@@ -111,10 +110,10 @@ func (f *fileRun) finish(ctx context.Context, sum run.Summary, runErr error) err
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ledgerTimeout)
 	defer cancel()
-	if err := f.run.Finish(wctx, o); err != nil {
-		f.log.Error("cannot write the run's final ledger record", zap.String("file", f.file), zap.String("run_id", f.run.ID()), zap.NamedError("err", err))
+	if err := f.held.Finish(wctx, o); err != nil {
+		f.log.Error("cannot write the run's final ledger record", zap.String("file", f.file), zap.String("run_id", f.held.ID()), zap.NamedError("err", err))
 		return err
 	}
-	f.log.Debug("ledger: final record written", zap.String("file", f.file), zap.String("run_id", f.run.ID()), zap.String("status", string(o.Status)))
+	f.log.Debug("ledger: final record written", zap.String("file", f.file), zap.String("run_id", f.held.ID()), zap.String("status", string(o.Status)))
 	return nil
 }

@@ -24,7 +24,7 @@ import (
 )
 
 // Sink receives the codes of one file: the engine's stream (package
-// publish/batch), or Lines for a dry run.
+// producer), or Stdout for a dry run.
 type Sink interface {
 	// Write takes one code; it must copy code to keep it.
 	Write(code []byte) error
@@ -356,11 +356,11 @@ func startProgress(log *zap.Logger, every time.Duration, src *source.File, codes
 	}
 }
 
-// Lines is the dry-run Target: it writes each code and a newline to W.
-type Lines struct{ W io.Writer }
+// Stdout is the dry-run Target: it writes each code and a newline to W.
+type Stdout struct{ W io.Writer }
 
 // Open returns a Sink that writes to l.W whatever the topic.
-func (l Lines) Open(context.Context, string) (Sink, error) {
+func (l Stdout) Open(context.Context, string) (Sink, error) {
 	return &lineSink{w: bufio.NewWriterSize(l.W, 64<<10)}, nil
 }
 

@@ -21,13 +21,13 @@ func Parse(expr string) (cron.Schedule, error) {
 	return s, nil
 }
 
-// Run calls job at each time of sched in loc until ctx ends, and first at
+// Loop calls job at each time of sched in loc until ctx ends, and first at
 // once when runOnStart is set. Runs never overlap: a time that comes while a
 // run is still going is skipped and logged. A failed run is logged and the
-// schedule goes on. Run returns nil when ctx ends while idle; when ctx ends
+// schedule goes on. Loop returns nil when ctx ends while idle; when ctx ends
 // during a run, it returns that run's error (the run is expected to stop
 // gracefully on its own when ctx ends).
-func Run(ctx context.Context, sched cron.Schedule, loc *time.Location, runOnStart bool,
+func Loop(ctx context.Context, sched cron.Schedule, loc *time.Location, runOnStart bool,
 	job func(context.Context) error, log *zap.Logger) error {
 	run := func() error {
 		started := time.Now()

@@ -57,7 +57,7 @@ func TestRunsRepeatAndNeverOverlap(t *testing.T) {
 		}
 		return errors.New("this run failed") // a failed run does not stop the schedule
 	}
-	if err := Run(ctx, sched, time.UTC, true, job, log); err == nil {
+	if err := Loop(ctx, sched, time.UTC, true, job, log); err == nil {
 		t.Fatal("ended during a run: want that run's error")
 	}
 	if runs.Load() != 3 || maxRunning.Load() != 1 {
@@ -76,7 +76,7 @@ func TestCancelWhileIdleReturnsNil(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		done <- Run(ctx, sched, time.UTC, false, func(context.Context) error {
+		done <- Loop(ctx, sched, time.UTC, false, func(context.Context) error {
 			t.Error("the job ran")
 			return nil
 		}, zap.NewNop())
@@ -91,7 +91,7 @@ func TestCancelDuringRunReturnsItsError(t *testing.T) {
 	sched, _ := Parse("@every 1h")
 	ctx, cancel := context.WithCancelCause(context.Background())
 	stopped := errors.New("stopped by signal")
-	err := Run(ctx, sched, time.UTC, true, func(ctx context.Context) error {
+	err := Loop(ctx, sched, time.UTC, true, func(ctx context.Context) error {
 		cancel(stopped)
 		<-ctx.Done()
 		return context.Cause(ctx)
