@@ -16,31 +16,15 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/couponpipeline/coupon-producer/pkg/config"
-	"github.com/couponpipeline/coupon-producer/pkg/ledger"
-	"github.com/couponpipeline/coupon-producer/pkg/source"
+	"github.com/couponpipeline/coupon-producer/pkg/run"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = ""
 
-// Exit codes; see the README's job contract.
-const (
-	exitOK       = 0
-	exitKafka    = 1
-	exitUsage    = 2
-	exitInput    = 3
-	exitLive     = 4   // another run of the file is live (see pkg/ledger)
-	exitSignaled = 128 // plus the signal number
-)
-
 func main() {
 	os.Exit(exitCode(realMain(os.Args[1:], os.Stdout, os.Stderr)))
 }
-
-// signalError is the cause of the run's context when a signal stopped it.
-type signalError struct{ sig syscall.Signal }
-
-func (e signalError) Error() string { return "interrupted by " + e.sig.String() }
 
 func realMain(args []string, stdout, stderr io.Writer) error {
 	cfg, err := config.Parse(args, stdout)
@@ -75,7 +59,7 @@ func realMain(args []string, stdout, stderr io.Writer) error {
 	go func() {
 		if s, ok := <-sigs; ok {
 			log.Warn("signal received: stopping", zap.String("signal", s.String()))
-			cancel(signalError{s.(syscall.Signal)})
+			cancel(run.SignalError{Signal: s.(syscall.Signal)})
 		}
 	}()
 	if cfg.Preflight {
@@ -84,31 +68,14 @@ func realMain(args []string, stdout, stderr io.Writer) error {
 	return serve(ctx, cfg, stdout, log)
 }
 
-// exitCode maps an error to the process exit code. For several errors (one
-// per file) it is the highest of their codes.
+// exitCode maps an error to the process exit code (see the README's job
+// contract): for several errors (one per file) the highest of their codes.
 func exitCode(err error) int {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		code := exitOK
-		for _, e := range j.Unwrap() {
-			code = max(code, exitCode(e))
-		}
-		return code
-	}
-	var sig signalError
-	var input *source.InputError
 	switch {
-	case err == nil, errors.Is(err, config.ErrHelp):
-		return exitOK
-	case errors.As(err, &sig):
-		return exitSignaled + int(sig.sig)
-	case errors.As(err, &input):
-		return exitInput
-	case errors.Is(err, ledger.ErrLive):
-		return exitLive
-	case errors.Is(err, config.ErrUsage):
-		return exitUsage
+	case errors.Is(err, config.ErrHelp):
+		return 0
 	default:
-		return exitKafka
+		return run.OutcomeOf(err).Code
 	}
 }
 

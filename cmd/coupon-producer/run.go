@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
@@ -51,23 +50,28 @@ func serve(ctx context.Context, cfg *config.Config, stdout io.Writer, log *zap.L
 	return schedule.Loop(ctx, sched, loc, cfg.RunOnStart, job, log)
 }
 
-// runFiles publishes each file to its topic, one after the other. A file's
-// failure does not stop the others; the errors of all files are joined.
+// runFiles wires the files' run: the dry-run target or Kafka, the ledger
+// and the Pushgateway.
 func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *zap.Logger, m *metrics.Metrics) error {
-	var target run.Target = run.Stdout{W: stdout}
-	var led *ledger.Ledger
+	job := run.Job{
+		Files: cfg.Files, TopicFor: cfg.TopicFor, Target: run.Stdout{W: stdout},
+		Options:        run.Options{ShutdownTimeout: cfg.ShutdownTimeout, ProgressInterval: cfg.ProgressInterval, Logger: log, Metrics: m},
+		LedgerOptions:  ledger.Options{Interval: cfg.CheckpointInterval, Force: cfg.Force, NoResume: cfg.NoResume},
+		Origin:         run.Origin{Version: buildVersion(), Job: os.Getenv("JOB_NAME"), Pod: os.Getenv("POD_NAME"), Namespace: os.Getenv("POD_NAMESPACE")},
+		PushgatewayURL: cfg.PushgatewayURL,
+	}
 	if !cfg.DryRun {
-		p, err := newConn(cfg, log)
+		conn, err := newConn(cfg, log)
 		if err != nil {
 			return fmt.Errorf("%w: %v", config.ErrUsage, err)
 		}
-		defer p.Close()
+		defer conn.Close()
 		if cfg.LedgerTopic != "" {
-			if led, err = openLedger(ctx, cfg, p, log); err != nil {
+			if job.Ledger, err = openLedger(ctx, cfg, conn, log); err != nil {
 				return err
 			}
 		}
-		target = kafkaTarget{p: p, o: producer.Options{
+		job.Target = run.Kafka{Conn: conn, Options: producer.Options{
 			Compression:      cfg.Compression,
 			Linger:           cfg.Linger,
 			BatchMaxBytes:    int32(cfg.BatchMaxBytes),
@@ -76,36 +80,7 @@ func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *za
 			Logger:           log,
 		}}
 	}
-	opts := run.Options{ShutdownTimeout: cfg.ShutdownTimeout, ProgressInterval: cfg.ProgressInterval, Logger: log, Metrics: m}
-	var errs []error
-	for _, f := range cfg.Files {
-		if ctx.Err() != nil {
-			errs = append(errs, context.Cause(ctx))
-			break
-		}
-		o := opts
-		var fr *fileRun
-		if led != nil {
-			fr = &fileRun{led: led, cfg: cfg, log: log, file: f}
-			o = fr.options(opts)
-		}
-		sum, err := run.File(ctx, f, cfg.TopicFor(f), target, o)
-		if fr != nil {
-			if lerr := fr.finish(ctx, sum, err); lerr != nil {
-				err = errors.Join(err, lerr)
-			}
-		}
-		if errors.Is(err, run.ErrSkipped) && !errors.Is(err, ledger.ErrLive) {
-			err = nil // unchanged: done
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
-		if cfg.PushgatewayURL != "" {
-			pushOutcome(cfg.PushgatewayURL, sum, exitCode(err), log)
-		}
-	}
-	return errors.Join(errs...)
+	return run.Files(ctx, job)
 }
 
 // openLedger connects and makes sure the ledger topic exists, with the
@@ -123,28 +98,6 @@ func openLedger(ctx context.Context, cfg *config.Config, p *kafka.Conn, log *zap
 		return nil, err
 	}
 	return led, nil
-}
-
-// pushTimeout bounds the push at the end of a run: the run is over, and a
-// Pushgateway that does not answer must not keep the Job alive.
-const pushTimeout = 10 * time.Second
-
-// pushOutcome pushes a finished run to the Pushgateway. A failed push is
-// logged, not returned: every code's fate is already decided, and the exit
-// code must say that, not whether monitoring was reachable (a missing push
-// shows up as a stale last-success alert).
-func pushOutcome(url string, sum run.Summary, code int, log *zap.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), pushTimeout)
-	defer cancel()
-	o := metrics.Outcome{
-		File: filepath.Base(sum.File), Topic: sum.Topic, Finished: time.Now(), Duration: sum.Duration,
-		Delivered: sum.Delivered, Failed: sum.Failed, ExitCode: code,
-	}
-	if err := metrics.Push(ctx, url, o, nil); err != nil {
-		log.Warn("cannot push metrics", zap.String("file", sum.File), zap.NamedError("err", err))
-		return
-	}
-	log.Debug("pushed metrics", zap.String("file", sum.File), zap.String("url", url))
 }
 
 // runPreflight checks, publishing nothing, what a run of the configured
@@ -183,24 +136,6 @@ func runPreflight(ctx context.Context, cfg *config.Config, log *zap.Logger) erro
 		log.Info("preflight: topic can be written or created", zap.String("topic", topic))
 	}
 	return errors.Join(errs...)
-}
-
-// kafkaTarget publishes to Kafka through the batch engine, creating each
-// topic first.
-type kafkaTarget struct {
-	p *kafka.Conn
-	o producer.Options
-}
-
-func (k kafkaTarget) Open(ctx context.Context, topic string) (run.Sink, error) {
-	if err := k.p.EnsureTopic(ctx, topic); err != nil {
-		return nil, err
-	}
-	s, err := producer.New(ctx, k.p.Client(), topic, k.o)
-	if err != nil {
-		return nil, fmt.Errorf("start producing to %s: %w", topic, err)
-	}
-	return s, nil
 }
 
 func newConn(cfg *config.Config, log *zap.Logger) (*kafka.Conn, error) {

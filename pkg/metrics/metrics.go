@@ -47,7 +47,7 @@ func New() *Metrics {
 		CompressedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "input_compressed_bytes_total",
 			Help: "Compressed bytes of the input files read."}, byTopic),
 		Files: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "files_total",
-			Help: "Files processed, by result: ok, skipped (unchanged, or another run is live), input_error, kafka_error or interrupted."}, []string{"topic", "result"}),
+			Help: "Files processed, by result: ok, skipped (unchanged), live (another run of the file is live), input_error, kafka_error or interrupted."}, []string{"topic", "result"}),
 		FileDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "file_duration_seconds",
 			Help: "Time to publish one file.", Buckets: prometheus.ExponentialBuckets(1, 2, 12)}, byTopic),
 		LastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "last_success_timestamp_seconds",

@@ -5,12 +5,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/couponpipeline/coupon-producer/pkg/config"
 	"github.com/couponpipeline/coupon-producer/pkg/ledger"
 	"github.com/couponpipeline/coupon-producer/pkg/source"
 )
@@ -23,11 +21,12 @@ const ledgerTimeout = 10 * time.Second
 // hashes the file and enters the run into the ledger, Track feeds its
 // checkpoints, and finish writes its final record.
 type claim struct {
-	led  *ledger.Ledger
-	cfg  *config.Config
-	log  *zap.Logger
-	file string
-	held *ledger.Claim // nil until Prepare decides to publish
+	led         *ledger.Ledger
+	opts        ledger.Options
+	origin      Origin
+	log         *zap.Logger
+	file, topic string
+	held        *ledger.Claim // nil until Prepare decides to publish
 }
 
 // options adds the ledger's hooks to o.
@@ -49,7 +48,7 @@ func toLedger(p Position) ledger.Position {
 // an unchanged file must not cost a decode) and asks the ledger whether to
 // publish it, all of it or the codes after a checkpoint.
 func (f *claim) prepare(ctx context.Context, src *source.File) (int64, error) {
-	log := f.log.With(zap.String("file", f.file), zap.String("topic", f.cfg.TopicFor(f.file)))
+	log := f.log.With(zap.String("file", f.file), zap.String("topic", f.topic))
 	start := time.Now()
 	d, err := src.Digest()
 	if err != nil {
@@ -59,16 +58,14 @@ func (f *claim) prepare(ctx context.Context, src *source.File) (int64, error) {
 	sha := hex.EncodeToString(d.SHA256[:])
 	log.Debug("hashed file", zap.String("sha256", sha), zap.Int64("compressed_bytes", d.Size), zap.Duration("duration", time.Since(start)))
 	rec := ledger.Record{
-		Topic: f.cfg.TopicFor(f.file), File: f.file, Size: d.Size, ModTime: src.ModTime().UTC(), SHA256: sha,
-		ProducerVersion: buildVersion(),
-		// The chart passes these through the downward API.
-		Job: os.Getenv("JOB_NAME"), Pod: os.Getenv("POD_NAME"), Namespace: os.Getenv("POD_NAMESPACE"),
+		Topic: f.topic, File: f.file, Size: d.Size, ModTime: src.ModTime().UTC(), SHA256: sha,
+		ProducerVersion: f.origin.Version, Job: f.origin.Job, Pod: f.origin.Pod, Namespace: f.origin.Namespace,
 	}
-	r, plan, err := f.led.Begin(ctx, rec, ledger.Options{Interval: f.cfg.CheckpointInterval, Force: f.cfg.Force, NoResume: f.cfg.NoResume})
+	r, plan, err := f.led.Begin(ctx, rec, f.opts)
 	switch {
 	case errors.Is(err, ledger.ErrLive):
 		log.Error("not publishing: another run of this file is live", zap.NamedError("err", err))
-		return 0, fmt.Errorf("%w: %w", ErrSkipped, err)
+		return 0, err
 	case err != nil:
 		log.Error("cannot use the run ledger", zap.String("ledger_topic", f.led.Topic()), zap.NamedError("err", err))
 		return 0, err

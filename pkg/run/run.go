@@ -118,41 +118,28 @@ const (
 // (SIGINT/SIGTERM) it stops reading, gives the codes in flight
 // opts.ShutdownTimeout to be delivered, and returns context.Cause(ctx). The
 // error joins the read error (an *source.InputError for bad input) and the
-// delivery error (wrapping kafka.ErrUndelivered), so the caller can map
-// each to its exit code.
+// delivery error (wrapping kafka.ErrUndelivered); when ctx ended, it holds
+// context.Cause(ctx) too, so that OutcomeOf says interrupted.
 func File(ctx context.Context, path, topic string, target Target, opts Options) (Summary, error) {
 	var read chunkCounter
 	if m := opts.Metrics; m != nil {
 		read.codes, read.bytes = m.CodesRead.WithLabelValues(topic), m.CompressedBytes.WithLabelValues(topic)
 	}
 	sum, err := file(ctx, path, topic, target, opts, &read)
+	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(err, cause) {
+		// Stopped after reading, while the codes in flight were flushed.
+		err = errors.Join(cause, err)
+	}
 	if m := opts.Metrics; m != nil {
 		m.CodesDelivered.WithLabelValues(topic).Add(float64(sum.Delivered))
 		m.CodesFailed.WithLabelValues(topic).Add(float64(sum.Failed))
 		m.FileDuration.WithLabelValues(topic).Observe(sum.Duration.Seconds())
-		m.Files.WithLabelValues(topic, result(ctx, err)).Inc()
+		m.Files.WithLabelValues(topic, OutcomeOf(err).Result).Inc()
 		if err == nil {
 			m.LastSuccess.WithLabelValues(topic).SetToCurrentTime()
 		}
 	}
 	return sum, err
-}
-
-// result is the files_total label of a file's outcome.
-func result(ctx context.Context, err error) string {
-	var input *source.InputError
-	switch {
-	case err == nil:
-		return "ok"
-	case errors.Is(err, ErrSkipped):
-		return "skipped"
-	case ctx.Err() != nil:
-		return "interrupted"
-	case errors.As(err, &input):
-		return "input_error"
-	default:
-		return "kafka_error"
-	}
 }
 
 // chunkCounter feeds the read counters once per chunk, not once per code.
