@@ -57,7 +57,7 @@ func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *za
 		Files: cfg.Files, TopicFor: cfg.TopicFor, Target: run.Stdout{W: stdout},
 		Options:        run.Options{ShutdownTimeout: cfg.ShutdownTimeout, ProgressInterval: cfg.ProgressInterval, Logger: log, Metrics: m},
 		LedgerOptions:  ledger.Options{Interval: cfg.CheckpointInterval, Force: cfg.Force, NoResume: cfg.NoResume},
-		Origin:         run.Origin{Version: buildVersion(), Job: os.Getenv("JOB_NAME"), Pod: os.Getenv("POD_NAME"), Namespace: os.Getenv("POD_NAMESPACE")},
+		Origin:         run.Origin{Version: buildVersion(), Job: cfg.JobName, Pod: cfg.PodName, Namespace: cfg.PodNamespace},
 		PushgatewayURL: cfg.PushgatewayURL,
 	}
 	if !cfg.DryRun {

@@ -13,6 +13,8 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/couponpipeline/coupon-producer/pkg/kafka"
 )
 
 // cleanEnv sets every variable the configuration reads to the empty string,
@@ -54,7 +56,7 @@ func mustParse(t *testing.T, args ...string) *Config {
 func TestDefaults(t *testing.T) {
 	cleanEnv(t)
 	c := mustParse(t, "/data/couponbase1.gz")
-	if strings.Join(c.Brokers, ",") != "localhost:9092" || c.Partitions != DefaultPartitions ||
+	if strings.Join(c.Brokers, ",") != "localhost:9092" || c.Partitions != kafka.DefaultPartitions ||
 		c.ReplicationFactor != -1 || c.Compression != "lz4" || c.ConnectTimeout != 30*time.Second ||
 		c.DeliveryTimeout != 2*time.Minute || c.Linger != 10*time.Millisecond || c.BatchMaxBytes != 1<<20 ||
 		c.MaxBufferedBytes != 16<<20 || c.ClientID != "coupon-producer" || c.LogLevel != zapcore.InfoLevel ||
@@ -162,10 +164,13 @@ func TestEveryKeyHasEnvAndDefault(t *testing.T) {
 // default is empty and keys whose names hold dashes.
 func TestEnvOfKeysWithoutDefault(t *testing.T) {
 	cleanEnv(t, "COUPON_FILE", "/d/one.gz", "KAFKA_TOPIC", "t1", "KAFKA_TLS_SERVER_NAME", "kafka.example",
-		"KAFKA_REPLICATION_FACTOR", "3", "KAFKA_TLS_INSECURE_SKIP_VERIFY", "true", "METRICS_ADDR", ":9100")
+		"KAFKA_REPLICATION_FACTOR", "3", "KAFKA_TLS_INSECURE_SKIP_VERIFY", "true", "METRICS_ADDR", ":9100",
+		// As the chart sets them through the downward API.
+		"JOB_NAME", "coupon-producer-couponbase1-29412345", "POD_NAME", "coupon-producer-couponbase1-29412345-x7k2p", "POD_NAMESPACE", "coupons")
 	c := mustParse(t)
 	if strings.Join(c.Files, ",") != "/d/one.gz" || c.Topic != "t1" || c.TLSServerName != "kafka.example" ||
-		c.ReplicationFactor != 3 || !c.TLSInsecureSkipVerify || c.MetricsAddr != ":9100" {
+		c.ReplicationFactor != 3 || !c.TLSInsecureSkipVerify || c.MetricsAddr != ":9100" ||
+		c.JobName != "coupon-producer-couponbase1-29412345" || c.PodName != "coupon-producer-couponbase1-29412345-x7k2p" || c.PodNamespace != "coupons" {
 		t.Fatalf("from env: %+v", c)
 	}
 }

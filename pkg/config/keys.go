@@ -1,5 +1,13 @@
 package config
 
+import (
+	"strconv"
+
+	"github.com/couponpipeline/coupon-producer/pkg/kafka"
+	"github.com/couponpipeline/coupon-producer/pkg/ledger"
+	"github.com/couponpipeline/coupon-producer/pkg/producer"
+)
+
 // kind is how a key's value is written and read.
 type kind int
 
@@ -32,7 +40,8 @@ type key struct {
 }
 
 // keys is the table of every configuration key, in the order of --help,
-// --print-config and the README.
+// --print-config and the README. A default that a package owns is taken
+// from it.
 var keys = []key{
 	{"file", []string{"COUPON_FILE"}, kString, "",
 		"gzip file of coupon codes to publish (or a FILE argument)", func(c *Config) any { return &c.File }},
@@ -40,19 +49,19 @@ var keys = []key{
 		"topic to publish to; empty: the file's base name", func(c *Config) any { return &c.Topic }},
 	{"brokers", []string{"KAFKA_BROKERS"}, kList, "localhost:9092",
 		"Kafka seed brokers, host:port, comma-separated", func(c *Config) any { return &c.Brokers }},
-	{"partitions", []string{"KAFKA_PARTITIONS"}, kInt, "6",
+	{"partitions", []string{"KAFKA_PARTITIONS"}, kInt, strconv.Itoa(kafka.DefaultPartitions),
 		"partitions of a topic the producer creates", func(c *Config) any { return &c.Partitions }},
 	{"replication-factor", []string{"KAFKA_REPLICATION_FACTOR"}, kInt, "-1",
 		"replication factor of a topic the producer creates; -1: the broker's default", func(c *Config) any { return &c.ReplicationFactor }},
 	{"topic-config", []string{"KAFKA_TOPIC_CONFIG"}, kMap, "",
 		"key=value config of a topic the producer creates, e.g. retention.ms=604800000; flag repeatable, env comma-separated, file a mapping", func(c *Config) any { return &c.TopicConfigs }},
-	{"compression", []string{"KAFKA_COMPRESSION"}, kString, "lz4",
+	{"compression", []string{"KAFKA_COMPRESSION"}, kString, producer.DefaultCompression,
 		"batch compression: none, gzip, snappy, lz4 or zstd", func(c *Config) any { return &c.Compression }},
 	{"linger", []string{"KAFKA_LINGER"}, kDuration, "10ms",
 		"how long a partition's batch waits for more codes", func(c *Config) any { return &c.Linger }},
-	{"batch-max-bytes", []string{"KAFKA_BATCH_MAX_BYTES"}, kInt, "1048576",
+	{"batch-max-bytes", []string{"KAFKA_BATCH_MAX_BYTES"}, kInt, strconv.Itoa(producer.DefaultBatchMaxBytes),
 		"largest record batch, in bytes (at most the topic's max.message.bytes)", func(c *Config) any { return &c.BatchMaxBytes }},
-	{"max-buffered-bytes", []string{"KAFKA_MAX_BUFFERED_BYTES"}, kInt, "16777216",
+	{"max-buffered-bytes", []string{"KAFKA_MAX_BUFFERED_BYTES"}, kInt, strconv.Itoa(producer.DefaultMaxBufferedBytes),
 		"bytes of record batches buffered or in flight before reading waits (bounds memory)", func(c *Config) any { return &c.MaxBufferedBytes }},
 	{"client-id", []string{"KAFKA_CLIENT_ID"}, kString, "coupon-producer",
 		"Kafka client.id", func(c *Config) any { return &c.ClientID }},
@@ -90,7 +99,7 @@ var keys = []key{
 		"address to serve Prometheus /metrics and /healthz on, e.g. :9100; empty: none", func(c *Config) any { return &c.MetricsAddr }},
 	{"pushgateway-url", []string{"PUSHGATEWAY_URL"}, kString, "",
 		"Prometheus Pushgateway to push each run's outcome to at its end, e.g. http://pushgateway:9091; empty: none", func(c *Config) any { return &c.PushgatewayURL }},
-	{"ledger-topic", []string{"LEDGER_TOPIC"}, kString, "coupon-producer.runs",
+	{"ledger-topic", []string{"LEDGER_TOPIC"}, kString, ledger.DefaultTopic,
 		"compacted topic of the run ledger (skip unchanged files, resume, one run at a time), created like data topics; empty: no ledger", func(c *Config) any { return &c.LedgerTopic }},
 	{"checkpoint-interval", []string{"CHECKPOINT_INTERVAL"}, kDuration, "5s",
 		"how often a run records its acknowledged position in the ledger; a run silent for three of them is taken for gone", func(c *Config) any { return &c.CheckpointInterval }},
@@ -98,6 +107,12 @@ var keys = []key{
 		"publish a file even if the ledger says this very file is already in the topic", func(c *Config) any { return &c.Force }},
 	{"no-resume", []string{"NO_RESUME"}, kBool, "false",
 		"publish every code even after an unfinished run of the same file, instead of the codes after its checkpoint", func(c *Config) any { return &c.NoResume }},
+	{"job-name", []string{"JOB_NAME"}, kString, "",
+		"Kubernetes Job of this run, recorded in the ledger (the chart sets it from the downward API)", func(c *Config) any { return &c.JobName }},
+	{"pod-name", []string{"POD_NAME"}, kString, "",
+		"pod of this run, recorded in the ledger (the chart sets it from the downward API)", func(c *Config) any { return &c.PodName }},
+	{"pod-namespace", []string{"POD_NAMESPACE"}, kString, "",
+		"namespace of this run's pod, recorded in the ledger (the chart sets it from the downward API)", func(c *Config) any { return &c.PodNamespace }},
 	{"dry-run", []string{"DRY_RUN"}, kBool, "false",
 		"no Kafka: write every code to stdout, one per line", func(c *Config) any { return &c.DryRun }},
 	{"schedule", []string{"SCHEDULE"}, kString, "",
@@ -118,7 +133,3 @@ const (
 
 // Redacted replaces secrets in --print-config.
 const Redacted = "<redacted>"
-
-// DefaultPartitions is the partitions default: several, so that a topic
-// spreads over brokers and consumers, and a multiple of 1, 2 and 3.
-const DefaultPartitions = 6

@@ -22,6 +22,11 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
+// DefaultPartitions is the partitions of a topic the producer creates,
+// unless configured: several, so that a topic spreads over brokers and
+// consumers, and a multiple of 1, 2 and 3.
+const DefaultPartitions = 6
+
 // Config is how to reach Kafka and how to create topics.
 type Config struct {
 	Brokers           []string

@@ -60,7 +60,7 @@ func TestWrittenThenFailedTakesNewProducerID(t *testing.T) {
 	c := newCluster(t, 1)
 	o := testOptions()
 	o.Compression = "none" // the acknowledged batches are decoded as sent
-	o.BatchMaxBytes = minBatchMaxBytes
+	o.BatchMaxBytes = MinBatchMaxBytes
 	o.Linger = 300 * time.Millisecond
 	o.DeliveryTimeout = 2 * time.Second
 	s, err := New(context.Background(), newClient(t, c), "t", o)

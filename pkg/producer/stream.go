@@ -52,14 +52,15 @@ import (
 
 // Defaults for the zero values of Options.
 const (
+	DefaultCompression      = "lz4"
 	DefaultBatchMaxBytes    = 1 << 20
 	DefaultMaxBufferedBytes = 16 << 20
 )
 
-// Limits checked by Options.validate.
+// Limits of Options.BatchMaxBytes, checked by Options.validate.
 const (
-	minBatchMaxBytes = 1 << 10
-	maxBatchMaxBytes = 64 << 20
+	MinBatchMaxBytes = 1 << 10
+	MaxBatchMaxBytes = 64 << 20
 )
 
 // produceTimeout is how long the broker may wait for the in-sync replicas
@@ -102,7 +103,7 @@ type Options struct {
 
 func (o *Options) defaults() {
 	if o.Compression == "" {
-		o.Compression = "lz4"
+		o.Compression = DefaultCompression
 	}
 	if o.BatchMaxBytes == 0 {
 		o.BatchMaxBytes = DefaultBatchMaxBytes
@@ -117,10 +118,10 @@ func (o *Options) defaults() {
 
 func (o *Options) validate() error {
 	switch {
-	case o.BatchMaxBytes < minBatchMaxBytes:
-		return fmt.Errorf("batch max bytes %d is less than min acceptable %d", o.BatchMaxBytes, minBatchMaxBytes)
-	case o.BatchMaxBytes > maxBatchMaxBytes:
-		return fmt.Errorf("batch max bytes %d is more than max acceptable %d", o.BatchMaxBytes, maxBatchMaxBytes)
+	case o.BatchMaxBytes < MinBatchMaxBytes:
+		return fmt.Errorf("batch max bytes %d is less than min acceptable %d", o.BatchMaxBytes, MinBatchMaxBytes)
+	case o.BatchMaxBytes > MaxBatchMaxBytes:
+		return fmt.Errorf("batch max bytes %d is more than max acceptable %d", o.BatchMaxBytes, MaxBatchMaxBytes)
 	case o.MaxBufferedBytes < int(o.BatchMaxBytes):
 		return fmt.Errorf("max buffered bytes %d is less than one batch of %d bytes", o.MaxBufferedBytes, o.BatchMaxBytes)
 	case o.Linger < 0:
@@ -243,7 +244,7 @@ func New(ctx context.Context, cl *kgo.Client, topic string, o Options) (*Stream,
 	// many partitions), Write would wait for space all the time and the
 	// sender would send near-empty batches to make room: smaller batches
 	// keep them full.
-	s.batchSize = min(int(o.BatchMaxBytes), max(minBatchMaxBytes, o.MaxBufferedBytes/(2*len(s.parts))))
+	s.batchSize = min(int(o.BatchMaxBytes), max(MinBatchMaxBytes, o.MaxBufferedBytes/(2*len(s.parts))))
 	if err := s.checkMaxMessageBytes(ctx); err != nil {
 		return nil, err
 	}
