@@ -1,8 +1,3 @@
-// Package publish is the producer's connection to a Kafka cluster: one
-// franz-go client shared by the files of a run, configured for TLS and SASL,
-// and the admin steps before a file is produced (reach a broker, create the
-// topic). Producing itself is the engine's (package publish/batch), which
-// sends its requests through Client.
 package kafka
 
 import (

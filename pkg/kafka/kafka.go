@@ -1,7 +1,15 @@
-// Package kafka holds what the connection (package publish), the engine
-// (package publish/batch), the configuration and the run share about Kafka,
-// so that none of them imports another: the compression codec names, the
-// delivery count of a stream, one topic metadata lookup and one backoff.
+// Package kafka is the producer's connection to a Kafka cluster: Conn, one
+// franz-go client shared by the files of a run and the run ledger,
+// configured for TLS and SASL (Security), and the admin steps before a file
+// is produced (reach a broker, create the topic). Producing itself is the
+// engine's (package producer), which sends its requests through
+// Conn.Client.
+//
+// It also holds what the engine, the ledger, the configuration and the run
+// know of Kafka alike, so that none of them imports another: the
+// compression codec names, the delivery count of a stream and its offset
+// ranges, one topic metadata lookup, which broker errors no retry can fix,
+// and one backoff.
 package kafka
 
 import (

@@ -1,6 +1,7 @@
-// Package batch publishes the codes of one file to one topic by encoding the
-// Kafka record batches itself, while a franz-go client still handles the
-// connections, metadata, TLS and SASL.
+// Package producer is the engine: it publishes the codes of one file to one
+// topic by encoding the Kafka record batches itself, while a franz-go
+// client (package kafka's Conn) still handles the connections, metadata,
+// TLS and SASL.
 //
 // franz-go's per-record path (a Produce call, a promise, size accounting and
 // encoding for every record) costs about half the CPU of a run. Here a code
@@ -201,7 +202,7 @@ type partition struct {
 
 // New starts a stream to topic, which must exist. It looks up the topic's
 // partitions and leaders and gets a producer ID through cl, which must use
-// acks=all (franz-go's default, and publish.New's setting). Write gives up
+// acks=all (franz-go's default, and kafka.New's setting). Write gives up
 // waiting for buffer space when ctx ends; sending goes on until Finish
 // returns.
 func New(ctx context.Context, cl *kgo.Client, topic string, o Options) (*Stream, error) {

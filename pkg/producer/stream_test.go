@@ -46,7 +46,7 @@ func newCluster(t *testing.T, brokers int) *kfake.Cluster {
 	return c
 }
 
-// newClient returns a client configured as publish.New configures its own.
+// newClient returns a client configured as kafka.New configures its own.
 func newClient(t *testing.T, c *kfake.Cluster) *kgo.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RequiredAcks(kgo.AllISRAcks()))

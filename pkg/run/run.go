@@ -1,5 +1,10 @@
-// Package run publishes one coupon file: it wires source -> extract -> sink,
-// reports progress, and logs one summary line with the file's accounting.
+// Package run runs the files of an invocation, one after the other (Files),
+// and owns what a run is: for each file the ledger's claim (whether to
+// publish it, all of it or the codes after a checkpoint), the pipeline
+// source -> extract -> sink (File), its progress, its summary line and
+// metrics, and its Outcome, which gives both the files_total label and the
+// process's exit code. The sink is the producer (Kafka) or Stdout, for a
+// dry run.
 package run
 
 import (

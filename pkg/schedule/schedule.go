@@ -1,4 +1,5 @@
-// Package schedule runs a job on a cron schedule, one run at a time.
+// Package schedule runs a job on a cron schedule, one run at a time
+// (docker compose; on Kubernetes the CronJobs schedule).
 package schedule
 
 import (
