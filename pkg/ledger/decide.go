@@ -86,6 +86,13 @@ func lastCompleted(hist []Entry) *Snapshot {
 	return nil
 }
 
+// sameFile reports whether the snapshot s of the last completed run is of
+// the very file rec names (same size and SHA-256), so that the file may be
+// skipped, unless forced.
+func sameFile(s *Snapshot, rec Record, force bool) bool {
+	return s != nil && !force && s.SHA256 == rec.SHA256 && s.Size == rec.Size
+}
+
 // resumable returns the last record of the run to resume, if any: the
 // latest run that started before self and published (skipped runs did
 // not), if it did not complete, its file had the same content, and it

@@ -117,3 +117,28 @@ func TestDecodeRefusesANewerVersion(t *testing.T) {
 		t.Fatalf("Decode = %+v, %v", r, err)
 	}
 }
+
+func TestSameFile(t *testing.T) {
+	rec := Record{File: "/data/couponbase1.gz", Size: 10, SHA256: "aa"}
+	snap := &Snapshot{RunID: "a", Size: 10, SHA256: "aa"}
+	for _, tt := range []struct {
+		name  string
+		s     *Snapshot
+		rec   Record
+		force bool
+		want  bool
+	}{
+		{"no completed run", nil, rec, false, false},
+		{"same size and digest", snap, rec, false, true},
+		{"same, but forced", snap, rec, true, false},
+		{"another digest", snap, Record{Size: 10, SHA256: "bb"}, false, false},
+		{"another size", snap, Record{Size: 11, SHA256: "aa"}, false, false},
+		{"same content under another path", snap, Record{File: "/data/copy.gz", Size: 10, SHA256: "aa"}, false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sameFile(tt.s, tt.rec, tt.force); got != tt.want {
+				t.Fatalf("sameFile = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -238,65 +238,24 @@ type Claim struct {
 // with plan.Unchanged, after writing a skipped record, when the file is
 // already published. Otherwise the run heartbeats until Finish.
 func (l *Ledger) Begin(ctx context.Context, rec Record, o Options) (*Claim, Plan, error) {
-	hist, err := l.Read(ctx, rec.Topic)
+	r, err := l.start(ctx, rec, o)
 	if err != nil {
 		return nil, Plan{}, err
 	}
-	rec.RunID = newRunID()
-	rec.StartedAt = time.Now().UTC()
-	rec.LeaseMillis = o.Lease().Milliseconds()
-	rec.LastCompleted = lastCompleted(hist)
-	r := &Claim{l: l, o: o, rec: rec, snapshot: rec.LastCompleted, stop: make(chan struct{}), done: make(chan struct{})}
-	rec.Status = Started
-	if r.self, err = l.write(ctx, rec); err != nil {
+	hist, err := r.wait(ctx)
+	if err != nil {
 		return nil, Plan{}, err
-	}
-	log := l.log.With(zap.String("topic", rec.Topic), zap.String("run_id", rec.RunID))
-	for {
-		if hist, err = l.Read(ctx, rec.Topic); err != nil {
-			return nil, Plan{}, err
-		}
-		now := r.latest(hist)
-		v, by := judge(hist, r.self, now)
-		if v == goOn {
-			break
-		}
-		if v == alive {
-			err := fmt.Errorf("%w: run %s (job %q, pod %q) started at %s, last record at %s",
-				ErrLive, by.RunID, by.Job, by.Pod, by.StartedAt.Format(time.RFC3339), by.Timestamp.Format(time.RFC3339))
-			r.final(ctx, Record{Status: Skipped, Reason: err.Error()})
-			return nil, Plan{}, err
-		}
-		log.Info("waiting: an earlier run may still be alive", zap.String("other_run_id", by.RunID),
-			zap.Time("other_last_record", by.Timestamp), zap.Duration("lease", time.Duration(by.LeaseMillis)*time.Millisecond))
-		select {
-		case <-ctx.Done():
-			r.final(context.WithoutCancel(ctx), Record{Status: Interrupted, Reason: "interrupted while waiting for an earlier run"})
-			return nil, Plan{}, context.Cause(ctx)
-		case <-time.After(o.Interval):
-		}
-		if _, err := l.write(ctx, r.checkpoint(Position{})); err != nil {
-			return nil, Plan{}, err
-		}
 	}
 	// Runs that ended while this one waited may have completed the file.
 	if s := lastCompleted(hist); s != nil {
 		r.snapshot = s
 	}
-	var plan Plan
-	if s := r.snapshot; s != nil && !o.Force && s.SHA256 == rec.SHA256 && s.Size == rec.Size {
-		held, why, err := l.Holds(ctx, rec.Topic, s)
-		if err != nil {
-			return nil, Plan{}, err
-		}
-		if held {
-			plan = Plan{Unchanged: true, Reason: fmt.Sprintf("unchanged: run %s completed this file at %s", s.RunID, s.EndedAt.Format(time.RFC3339))}
-			if err := r.final(ctx, Record{Status: Skipped, Reason: plan.Reason}); err != nil {
-				return nil, Plan{}, err
-			}
-			return nil, plan, nil
-		}
-		plan.Reason = "same file as the last completed run, but " + why
+	plan, err := r.unchanged(ctx)
+	if err != nil {
+		return nil, Plan{}, err
+	}
+	if plan.Unchanged {
+		return nil, plan, nil
 	}
 	if e := resumable(hist, r.self, rec.Size, rec.SHA256); e != nil && !o.NoResume {
 		plan.Resume, plan.ResumedFrom = e.Checkpoint, e.RunID
@@ -305,6 +264,86 @@ func (l *Ledger) Begin(ctx context.Context, rec Record, o Options) (*Claim, Plan
 	}
 	go r.heartbeat()
 	return r, plan, nil
+}
+
+// start writes the started record of a run, with the last completed
+// snapshot the key's history knows.
+func (l *Ledger) start(ctx context.Context, rec Record, o Options) (*Claim, error) {
+	hist, err := l.Read(ctx, rec.Topic)
+	if err != nil {
+		return nil, err
+	}
+	rec.RunID = newRunID()
+	rec.StartedAt = time.Now().UTC()
+	rec.LeaseMillis = o.Lease().Milliseconds()
+	rec.LastCompleted = lastCompleted(hist)
+	r := &Claim{l: l, o: o, rec: rec, snapshot: rec.LastCompleted, stop: make(chan struct{}), done: make(chan struct{})}
+	rec.Status = Started
+	if r.self, err = l.write(ctx, rec); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// wait reads the key's history until judge finds no earlier run alive or
+// unsure, and returns that history. While one is unsure it writes a
+// checkpoint every interval, so that the others see it. It returns
+// ErrLive, after writing a skipped record, when one is alive, and the
+// context's cause, after writing an interrupted record, when ctx ends.
+func (r *Claim) wait(ctx context.Context) ([]Entry, error) {
+	l, rec, o := r.l, r.rec, r.o
+	log := l.log.With(zap.String("topic", rec.Topic), zap.String("run_id", rec.RunID))
+	for {
+		hist, err := l.Read(ctx, rec.Topic)
+		if err != nil {
+			return nil, err
+		}
+		now := r.latest(hist)
+		v, by := judge(hist, r.self, now)
+		if v == goOn {
+			return hist, nil
+		}
+		if v == alive {
+			err := fmt.Errorf("%w: run %s (job %q, pod %q) started at %s, last record at %s",
+				ErrLive, by.RunID, by.Job, by.Pod, by.StartedAt.Format(time.RFC3339), by.Timestamp.Format(time.RFC3339))
+			r.final(ctx, Record{Status: Skipped, Reason: err.Error()})
+			return nil, err
+		}
+		log.Info("waiting: an earlier run may still be alive", zap.String("other_run_id", by.RunID),
+			zap.Time("other_last_record", by.Timestamp), zap.Duration("lease", time.Duration(by.LeaseMillis)*time.Millisecond))
+		select {
+		case <-ctx.Done():
+			r.final(context.WithoutCancel(ctx), Record{Status: Interrupted, Reason: "interrupted while waiting for an earlier run"})
+			return nil, context.Cause(ctx)
+		case <-time.After(o.Interval):
+		}
+		if _, err := l.write(ctx, r.checkpoint(Position{})); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// unchanged returns a Plan with Unchanged, after writing a skipped record,
+// when the last completed run published this very file (see sameFile) and
+// the topic still holds its records. Otherwise the plan's Reason says why
+// the same file is published again, if it is the same.
+func (r *Claim) unchanged(ctx context.Context) (Plan, error) {
+	s := r.snapshot
+	if !sameFile(s, r.rec, r.o.Force) {
+		return Plan{}, nil
+	}
+	held, why, err := r.l.Holds(ctx, r.rec.Topic, s)
+	if err != nil {
+		return Plan{}, err
+	}
+	if !held {
+		return Plan{Reason: "same file as the last completed run, but " + why}, nil
+	}
+	plan := Plan{Unchanged: true, Reason: fmt.Sprintf("unchanged: run %s completed this file at %s", s.RunID, s.EndedAt.Format(time.RFC3339))}
+	if err := r.final(ctx, Record{Status: Skipped, Reason: plan.Reason}); err != nil {
+		return Plan{}, err
+	}
+	return plan, nil
 }
 
 // latest returns the broker's timestamp of r's latest record in hist.
