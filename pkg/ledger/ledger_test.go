@@ -96,6 +96,26 @@ func statuses(t *testing.T, l *Ledger) []Status {
 	return out
 }
 
+// waitCheckpoint waits until the ledger holds a checkpoint of r at codes.
+func (f *fixture) waitCheckpoint(t *testing.T, r *Claim, codes int64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		hist, err := f.l.Read(context.Background(), r.rec.Topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range hist {
+			if e.RunID == r.ID() && e.Status == Checkpoint && e.Checkpoint != nil && e.Checkpoint.Codes == codes {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint of run %s at %d codes within 10s", r.ID(), codes)
+		}
+		time.Sleep(opts().Interval / 4)
+	}
+}
+
 func TestCompletedThenUnchangedThenForced(t *testing.T) {
 	f := newFixture(t)
 	f.complete(t, file, f.publish(t, 3), opts())
@@ -168,7 +188,7 @@ func TestResumeAfterInterrupted(t *testing.T) {
 	}
 	pos := Position{Codes: 5, Line: 5, Offset: 50, Partitions: ranges}
 	r.Track(func() Position { return pos })
-	time.Sleep(250 * time.Millisecond) // a checkpoint or two
+	f.waitCheckpoint(t, r, pos.Codes)
 	if err := r.Finish(context.Background(), Outcome{Status: Interrupted, Codes: 6, Delivered: 5, Position: pos}); err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +237,7 @@ func TestGoneRunIsResumedAfterItsLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Track(func() Position { return Position{Codes: 3} })
-	time.Sleep(150 * time.Millisecond)
+	f.waitCheckpoint(t, r, 3)
 	// The pod dies: no final record, no more heartbeats.
 	close(r.stop)
 	<-r.done
