@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -116,32 +115,34 @@ func BenchmarkCompressSeal(b *testing.B) {
 	}
 }
 
-// TestPublishFile publishes a whole coupon file to a real broker through the
-// producer's read path and this package, and reports wall time, CPU and
-// peak RSS. It runs only when COUPON_BENCH_BROKERS is set:
+// BenchmarkPublishFile publishes a whole coupon file to a real broker
+// through the producer's read path and this package, once per iteration,
+// and reports codes per second, CPU seconds per file, the batch buffers
+// and the peak RSS. It runs only when COUPON_BENCH_BROKERS is set:
 //
 //	COUPON_BENCH_BROKERS=127.0.0.1:19092 COUPON_BENCH_FILE=couponbase1.gz \
-//	  go test -run TestPublishFile -v ./pkg/publish/batch/
+//	  go test -run '^$' -bench PublishFile -benchtime 1x ./pkg/producer
 //
-// Without COUPON_BENCH_FILE it generates a 10M-line file first (run the
-// compiled test binary under /usr/bin/time for a peak RSS that excludes
-// the generator). COUPON_BENCH_TOPIC (default: a new topic of
-// COUPON_BENCH_PARTITIONS, 6), COUPON_BENCH_COMPRESSION, COUPON_BENCH_LINGER,
-// COUPON_BENCH_BATCH_BYTES and COUPON_BENCH_BUFFER_BYTES tune the run.
-func TestPublishFile(t *testing.T) {
+// Without COUPON_BENCH_FILE it generates a 10M-line file first, outside
+// the timing (run the compiled test binary under /usr/bin/time for a peak
+// RSS that excludes the generator). COUPON_BENCH_TOPIC (default: a new
+// topic of COUPON_BENCH_PARTITIONS, 6), COUPON_BENCH_COMPRESSION,
+// COUPON_BENCH_LINGER, COUPON_BENCH_BATCH_BYTES and
+// COUPON_BENCH_BUFFER_BYTES tune the run.
+func BenchmarkPublishFile(b *testing.B) {
 	brokers := os.Getenv("COUPON_BENCH_BROKERS")
 	if brokers == "" {
-		t.Skip("COUPON_BENCH_BROKERS is not set")
+		b.Skip("COUPON_BENCH_BROKERS is not set")
 	}
 	path := os.Getenv("COUPON_BENCH_FILE")
 	if path == "" {
-		path = filepath.Join(t.TempDir(), "couponbase1.gz")
+		path = filepath.Join(b.TempDir(), "couponbase1.gz")
 		f, err := os.Create(path)
 		if err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
 		if err := gen.WriteGzip(f, gen.Options{Seed: 1, File: 1, Lines: 10_000_000}); err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
 		f.Close()
 	}
@@ -156,61 +157,73 @@ func TestPublishFile(t *testing.T) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ClientID("bench"),
 		kgo.RequiredAcks(kgo.AllISRAcks()))
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	defer cl.Close()
 	ctx := context.Background()
 	// The topic is created here as the producer creates it; an existing one
 	// is used as it is.
 	if resp, err := kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), -1, nil, topic); err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	} else if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
-		t.Fatal(resp.Err)
+		b.Fatal(resp.Err)
 	}
 	for attempt := 1; ; attempt++ { // until the new topic has its leaders
 		if _, err := kafka.TopicMetadata(ctx, cl, topic); err == nil {
 			break
 		} else if attempt == 50 {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
 		time.Sleep(kafka.Backoff(attempt))
 	}
+	if st, err := os.Stat(path); err == nil {
+		b.SetBytes(st.Size()) // MB/s of the compressed file
+	}
 
-	var before syscall.Rusage
+	var before, after syscall.Rusage
+	var codes int64
+	var buffers int
 	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
-	start := time.Now()
+	b.ResetTimer()
+	for range b.N {
+		n, allocated := publishFile(ctx, b, cl, topic, path, o)
+		codes += n
+		buffers = max(buffers, allocated)
+	}
+	b.StopTimer()
+	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+	cpu := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()) * time.Nanosecond
+	b.ReportMetric(float64(codes)/b.Elapsed().Seconds(), "codes/s")
+	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
+	b.ReportMetric(float64(buffers>>20), "buffers-MiB")
+	b.ReportMetric(float64(after.Maxrss>>10), "peak-rss-MiB")
+}
+
+// publishFile publishes every code of path to topic, as a run does, and
+// returns how many were delivered and the stream's batch buffer bytes.
+func publishFile(ctx context.Context, b *testing.B, cl *kgo.Client, topic, path string, o Options) (int64, int) {
 	src, err := source.Open(path)
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	defer src.Close()
 	s, err := New(ctx, cl, topic, o)
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	ex := extract.New(s.Write)
-	err = source.Pump(ctx, src, 256<<10, 4, func(b []byte) error { _, err := ex.Write(b); return err })
+	err = source.Pump(ctx, src, 256<<10, 4, func(p []byte) error { _, err := ex.Write(p); return err })
 	if err == nil {
 		err = ex.Close()
 	}
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	d, err := s.Finish(ctx)
-	wall := time.Since(start)
-	var after syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
 	if err != nil || d.Delivered != ex.Stats().Codes {
-		t.Fatalf("delivery %+v of %d codes: %v", d, ex.Stats().Codes, err)
+		b.Fatalf("delivery %+v of %d codes: %v", d, ex.Stats().Codes, err)
 	}
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	t.Logf("batch buffers %d MiB; heap sys %d MiB, heap inuse %d MiB, total alloc %d MiB, gc %d, stack %d MiB, other %d MiB",
-		s.allocated>>20, ms.HeapSys>>20, ms.HeapInuse>>20, ms.TotalAlloc>>20, ms.NumGC, ms.StackSys>>20, (ms.Sys-ms.HeapSys-ms.StackSys)>>20)
-	cpu := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()) * time.Nanosecond
-	t.Logf("topic %s: %d codes in %s wall, %s cpu, peak rss %d MiB, %.0f codes/s",
-		topic, d.Delivered, wall.Round(time.Millisecond), cpu.Round(time.Millisecond),
-		after.Maxrss>>10, float64(d.Delivered)/wall.Seconds())
+	return d.Delivered, s.allocated
 }
 
 func envOr(key, def string) string {
