@@ -4,7 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -132,53 +131,4 @@ func sign(t *testing.T, tmpl *x509.Certificate, parent *keyPair) keyPair {
 		t.Fatal(err)
 	}
 	return keyPair{cert: cert, key: key}
-}
-
-// TestPKIChains checks the test certificates among themselves, so that a
-// failing secure-cluster test cannot be blamed on them: the broker and
-// client certificates verify against the CA for their use, the stranger's
-// does not, and every pair loads as Go's TLS stack (the producer's) loads it.
-func TestPKIChains(t *testing.T) {
-	p := newTestPKI(t)
-	pool := func(file string) *x509.CertPool {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cp := x509.NewCertPool()
-		if !cp.AppendCertsFromPEM(b) {
-			t.Fatalf("%s holds no certificate", file)
-		}
-		return cp
-	}
-	leaf := func(cert, key string) *x509.Certificate {
-		pair, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pair.Leaf
-	}
-	trusted, untrusted := pool(p.CA), pool(p.UntrustedCA)
-	for _, c := range []struct {
-		name  string
-		leaf  *x509.Certificate
-		roots *x509.CertPool
-		host  string
-		usage x509.ExtKeyUsage
-		ok    bool
-	}{
-		{"broker for 127.0.0.1", leaf(p.BrokerCert, p.BrokerKey), trusted, "127.0.0.1", x509.ExtKeyUsageServerAuth, true},
-		{"broker for localhost", leaf(p.BrokerCert, p.BrokerKey), trusted, "localhost", x509.ExtKeyUsageServerAuth, true},
-		{"broker for another host", leaf(p.BrokerCert, p.BrokerKey), trusted, "kafka.example", x509.ExtKeyUsageServerAuth, false},
-		{"broker as a client", leaf(p.BrokerCert, p.BrokerKey), trusted, "", x509.ExtKeyUsageClientAuth, false},
-		{"client", leaf(p.ClientCert, p.ClientKey), trusted, "", x509.ExtKeyUsageClientAuth, true},
-		{"broker under the untrusted CA", leaf(p.BrokerCert, p.BrokerKey), untrusted, "127.0.0.1", x509.ExtKeyUsageServerAuth, false},
-		{"stranger as a client", leaf(p.UntrustedCert, p.UntrustedKey), trusted, "", x509.ExtKeyUsageClientAuth, false},
-		{"stranger under its own CA", leaf(p.UntrustedCert, p.UntrustedKey), untrusted, "127.0.0.1", x509.ExtKeyUsageServerAuth, true},
-	} {
-		_, err := c.leaf.Verify(x509.VerifyOptions{Roots: c.roots, DNSName: c.host, KeyUsages: []x509.ExtKeyUsage{c.usage}})
-		if (err == nil) != c.ok {
-			t.Errorf("%s: verify error %v, want ok=%v", c.name, err, c.ok)
-		}
-	}
 }

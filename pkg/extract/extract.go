@@ -30,9 +30,6 @@ var alnum = func() (t [256]bool) {
 	return t
 }()
 
-// IsCodeByte reports whether c may be part of a code.
-func IsCodeByte(c byte) bool { return alnum[c] }
-
 // Stats counts what an Extractor has seen.
 type Stats struct {
 	Bytes int64 // decompressed bytes fed
