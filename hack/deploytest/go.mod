@@ -1,4 +1,4 @@
-module github.com/couponpipeline/deploytest
+module github.com/couponpipeline/coupon-producer/hack/deploytest
 
 go 1.26.0
 
