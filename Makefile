@@ -50,14 +50,16 @@ fuzz:
 bench: build
 	bash hack/bench.sh
 
+# The local broker of make demo (hack/kafkactl; settings in `go run
+# ./hack/kafkactl help`).
 kafka-up:
-	hack/kafka-local/kafka-local.sh start
+	go run ./hack/kafkactl start
 
 kafka-down:
-	hack/kafka-local/kafka-local.sh stop
+	go run ./hack/kafkactl stop
 
 kafka-clean:
-	hack/kafka-local/kafka-local.sh clean
+	go run ./hack/kafkactl clean
 
 clean:
 	rm -rf $(BIN)

@@ -209,6 +209,10 @@ func (d *Dist) Fetch(ctx context.Context, log io.Writer) error {
 	if err := os.RemoveAll(d.Lib()); err != nil {
 		return err
 	}
+	// MkdirTemp made it 0700: a node run as another user reads it too.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
 	if err := os.Rename(tmp, d.Lib()); err != nil {
 		return err
 	}
