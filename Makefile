@@ -47,8 +47,9 @@ test-unit:
 fuzz:
 	go test -run XXX -fuzz FuzzExtract -fuzztime 60s ./pkg/extract
 
+# The end-to-end benchmark (hack/bench; settings in docs/performance.md).
 bench: build
-	bash hack/bench.sh
+	go run ./hack/bench
 
 # The local broker of make demo (hack/kafkactl; settings in `go run
 # ./hack/kafkactl help`).
