@@ -246,9 +246,14 @@ func (c *Cluster) readClusterID() (string, error) {
 	if b, err := os.ReadFile(path); err == nil && len(bytes.TrimSpace(b)) > 0 {
 		return string(bytes.TrimSpace(b)), nil
 	}
-	b := make([]byte, 16)
-	rand.Read(b)
-	id := base64.RawURLEncoding.EncodeToString(b)
+	// As Kafka's Uuid.randomUuid: an id starting with '-' would be read
+	// as an option by the storage tool.
+	id := "-"
+	for strings.HasPrefix(id, "-") {
+		b := make([]byte, 16)
+		rand.Read(b)
+		id = base64.RawURLEncoding.EncodeToString(b)
+	}
 	return id, os.WriteFile(path, []byte(id+"\n"), 0o644)
 }
 

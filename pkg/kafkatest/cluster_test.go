@@ -192,3 +192,21 @@ func TestStartKillRestart(t *testing.T) {
 		t.Fatalf("pid %d still running after StopDir", pid)
 	}
 }
+
+// TestClusterIDNotAnOption: a quarter of random base64 ids start with '-',
+// which the storage tool would read as an option.
+func TestClusterIDNotAnOption(t *testing.T) {
+	for i := 0; i < 200; i++ {
+		c := &Cluster{dir: t.TempDir()}
+		id, err := c.readClusterID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(id, "-") || len(id) != 22 {
+			t.Fatalf("cluster id %q", id)
+		}
+		if again, _ := c.readClusterID(); again != id {
+			t.Fatalf("second read %q, want the stored %q", again, id)
+		}
+	}
+}
