@@ -82,7 +82,7 @@ standin_key=$(
     go env GOVERSION
     echo "$goroot"
     sha256sum "$busybox" "$ca" 2>/dev/null || echo "missing $busybox or $ca"
-    cd "$here" && cat go.sum standin/*.go cmd/standins/*.go
+    cd "$here" && ls standin/*.go cmd/standins/*.go | grep -v '_test\.go$' | xargs cat go.sum
   } | sha256sum | cut -c1-16
 )
 key=$(
@@ -143,7 +143,8 @@ make_standins() {
   if [[ -f "$standins/digests" ]]; then
     return
   fi
-  rm -rf "$standins"
+  # Stand-ins of other inputs (another Go, another CA bundle) are stale.
+  rm -rf "$standins" "$imgdir"/standins-*
   mkdir -p "$standins"
   (cd "$here" && go run ./cmd/standins -out "$standins" -goroot "$goroot" -busybox "$busybox" -ca "$ca") >"$standins/digests.tmp"
   mv "$standins/digests.tmp" "$standins/digests"
