@@ -28,6 +28,10 @@
 # tarball is cached under $HOME/.cache/coupon-producer/image/, keyed by the
 # source tree (HEAD's tree plus a hash of uncommitted changes), the commit
 # time, the version, BuildKit's version and the stand-ins' inputs.
+#
+# Needs root, runc, Debian's busybox-static (COUPON_BUSYBOX names another
+# static busybox) and the CA bundle; VERSION overrides the version stamped
+# into the binary and its label (default: git describe, as the Makefile).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
