@@ -102,20 +102,25 @@ if [[ $mode == print ]]; then
   exit 0
 fi
 
-for need in "$busybox:busybox-static" /usr/sbin/runc:runc "$ca:ca-certificates"; do
-  f=${need%%:*}
-  if [[ ! -e "$f" ]] && ! command -v "$(basename "$f")" >/dev/null; then
-    echo "image: $f is missing (Debian package ${need#*:})" >&2
-    exit 1
-  fi
-done
+if [[ ! -x "$busybox" ]]; then
+  echo "image: $busybox is missing (Debian package busybox-static)" >&2
+  exit 1
+fi
+if [[ ! -f "$ca" ]]; then
+  echo "image: $ca is missing (Debian package ca-certificates)" >&2
+  exit 1
+fi
+if ! runc=$(command -v runc); then
+  echo "image: runc is missing (Debian package runc)" >&2
+  exit 1
+fi
 if [[ $(id -u) != 0 ]]; then
   echo "image: buildkitd runs containers with runc and needs root" >&2
   exit 1
 fi
 
 mkdir -p "$imgdir"
-# One build at a time per cache: they share the stand-ins and the state.
+# One build at a time per cache: they share the stand-ins and the tarballs.
 exec 9>"$imgdir/.lock"
 flock 9
 
@@ -179,7 +184,7 @@ start_buildkitd() {
   bkstate=$(mktemp -d "${TMPDIR:-/tmp}/cpimg-buildkit.XXXXXX")
   "$bkdir/bin/buildkitd" --root "$bkstate/root" --addr "unix://$bkstate/buildkitd.sock" \
     --oci-worker=true --containerd-worker=false --oci-worker-net=host \
-    --oci-worker-binary=/usr/sbin/runc \
+    --oci-worker-binary="$runc" \
     >"$bkstate/buildkitd.log" 2>&1 &
   bkpid=$!
   local i
