@@ -9,6 +9,7 @@ package image_test
 import (
 	"archive/tar"
 	"bytes"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,6 +53,12 @@ func loadImage(t *testing.T) (v1.Descriptor, v1.Image) {
 	if path == "" {
 		unavailable(t, "COUPON_IMAGE_TAR is not set: run hack/image/build.sh (root, busybox-static, runc) and set it to the path it prints last; make test does")
 	}
+	return loadTar(t, path)
+}
+
+// loadTar reads the OCI image tarball at path, which must hold one image.
+func loadTar(t *testing.T, path string) (v1.Descriptor, v1.Image) {
+	t.Helper()
 	dir := t.TempDir()
 	if err := untar(path, dir); err != nil {
 		t.Fatalf("unpack %s: %v", path, err)
@@ -328,6 +335,66 @@ func TestImageReproducible(t *testing.T) {
 		if strings.Contains(line, "image: manifest ") {
 			t.Log(line)
 		}
+	}
+}
+
+// TestImageCrossBuild builds the image for linux/arm64 on this machine: the
+// Dockerfile cross-compiles, so no emulator is needed, and the binary in
+// the image is a static aarch64 executable.
+func TestImageCrossBuild(t *testing.T) {
+	loadImage(t)
+	if testing.Short() {
+		t.Skip("-short: the build takes minutes")
+	}
+	if os.Geteuid() != 0 {
+		unavailable(t, "build.sh runs buildkitd, which needs root")
+	}
+	tarball := filepath.Join(t.TempDir(), "arm64.tar")
+	cmd := exec.Command("./build.sh", "--platform", "linux/arm64", "--out", tarball)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("build.sh --platform linux/arm64: %v\n%s", err, tail(out.String(), 40))
+	}
+	desc, img := loadTar(t, tarball)
+	if desc.Platform == nil || desc.Platform.Architecture != "arm64" {
+		t.Errorf("index.json platform %+v, want linux/arm64", desc.Platform)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf.Architecture != "arm64" || cf.OS != "linux" {
+		t.Errorf("config platform %s/%s, want linux/arm64", cf.OS, cf.Architecture)
+	}
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("no %s in the image: %v", entrypoint, err)
+		}
+		if "/"+strings.TrimPrefix(h.Name, "/") != entrypoint {
+			continue
+		}
+		bin, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := elf.NewFile(bytes.NewReader(bin))
+		if err != nil {
+			t.Fatalf("%s is not an ELF file: %v", entrypoint, err)
+		}
+		if f.Machine != elf.EM_AARCH64 {
+			t.Errorf("%s is built for %s, want %s", entrypoint, f.Machine, elf.EM_AARCH64)
+		}
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_INTERP {
+				t.Errorf("%s names a program interpreter; distroless/static has no libc", entrypoint)
+			}
+		}
+		return
 	}
 }
 
