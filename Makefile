@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DATA ?= data/coupons
 DEMO_LINES ?= 3000000
 
-.PHONY: all build demo test test-unit test-e2e kube-bin fuzz bench kafka-up kafka-down kafka-clean clean
+.PHONY: all build image demo test test-unit test-e2e kube-bin fuzz bench kafka-up kafka-down kafka-clean clean
 
 all: build
 
@@ -15,6 +15,19 @@ build:
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/coupon-producer ./cmd/coupon-producer
 	go build -trimpath -o $(BIN)/coupongen ./cmd/coupongen
 	go build -trimpath -o $(BIN)/topiccount ./cmd/topiccount
+
+# The container image from the Dockerfile: docker build where a Docker engine
+# answers; elsewhere BuildKit built from source with stand-in base images
+# (hack/image/build.sh, root), into an OCI tarball whose path it prints last
+# (`ctr -n k8s.io images import` loads it into containerd).
+IMAGE ?= ghcr.io/couponpipeline/coupon-producer:$(VERSION)
+image:
+	@if docker info >/dev/null 2>&1; then \
+	  docker build -t $(IMAGE) --build-arg VERSION=$(VERSION) . ; \
+	else \
+	  echo "image: no Docker engine; building with BuildKit (hack/image/build.sh)" >&2; \
+	  VERSION=$(VERSION) bash hack/image/build.sh; \
+	fi
 
 # Generates couponbase1..3.gz in $(DATA) if absent, starts the local broker
 # unless KAFKA_BROKERS is set, publishes the three files and prints each

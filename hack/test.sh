@@ -44,6 +44,23 @@ echo "== producer: vet and tests (brokers: ${COUPON_TEST_BROKERS:-none})"
 go vet ./... && go test -count=1 -timeout 30m ./...
 echo "== deployment: Dockerfile, compose, Helm chart and k8s/ checks"
 (cd hack/deploytest && go vet ./... && go test -count=1 ./...)
+# The image from the root Dockerfile, built by BuildKit (hack/image/build.sh,
+# root, runc and busybox-static; .ci/run builds it first, so here it is the
+# cached tarball): its config, a run under runc, a second build from nothing
+# with the same digest. The end-to-end tests run their pods from it.
+# COUPON_IMAGE_TAR, when set, names a tarball to test instead.
+echo "== image: the Dockerfile built by BuildKit, run under runc, rebuilt bit for bit"
+if [[ -n "${COUPON_IMAGE_TAR:-}" ]]; then
+  echo "test: the image of COUPON_IMAGE_TAR=$COUPON_IMAGE_TAR"
+elif tarball=$(hack/image/build.sh | tail -n 1); then
+  export COUPON_IMAGE_TAR=$tarball
+elif [[ "${CI:-}" == "true" ]]; then
+  echo "test: hack/image/build.sh did not build the image" >&2
+  exit 1
+else
+  echo "test: hack/image/build.sh did not build the image: the image tests will skip" >&2
+fi
+(cd hack/image && go vet ./... && go test -count=1 -timeout 30m ./...)
 # Needs the binaries hack/kube/build.sh builds (.ci/run builds them) and
 # root; without them the tests skip and say why, except with CI=true.
 echo "== kubernetes: a real API server and controllers, the test kubelet, the chart and the producer end to end"

@@ -239,6 +239,28 @@ func TestDockerfileBuildStage(t *testing.T) {
 		t.Errorf("go build %q enables cgo; the distroless/static image has no libc", line)
 	}
 
+	// Cross-compiling: the compiler runs on the build machine's platform and
+	// targets TARGETOS/TARGETARCH; without both halves a multi-platform
+	// build either emulates the compiler or builds every platform's binary
+	// for the build machine.
+	if build.Platform != "$BUILDPLATFORM" {
+		t.Errorf("build stage FROM --platform=%q, want $BUILDPLATFORM so that the compiler is never emulated", build.Platform)
+	}
+	targetArgs := map[string]bool{}
+	for _, a := range commands[*instructions.ArgCommand](build) {
+		for _, kv := range a.Args {
+			targetArgs[kv.Key] = true
+		}
+	}
+	for _, want := range []string{"GOOS=$TARGETOS", "GOARCH=$TARGETARCH"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("go build %q lacks %s; the binary would be built for the build machine", line, want)
+		}
+		if arg := strings.TrimPrefix(want[strings.Index(want, "=")+1:], "$"); !targetArgs[arg] {
+			t.Errorf("build stage does not declare ARG %s; it would expand to empty", arg)
+		}
+	}
+
 	for _, run := range []*instructions.RunCommand{modDownload, goBuild} {
 		if run == nil {
 			continue

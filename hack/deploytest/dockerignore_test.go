@@ -74,6 +74,10 @@ func TestDockerignorePaths(t *testing.T) {
 		{".ci/run", true},
 		{"docker-compose.pipeline.yaml", true},
 		{"Makefile", true},
+		// State of the test broker, written while a build reads the context.
+		{".kafka-test/data/couponbase1.gz-0/00000000000000000000.log", true},
+		{".kafka-local/meta.properties", true},
+		{".bench/results.txt", true},
 	}
 	for _, tt := range tests {
 		if got := ignored(t, pm, tt.path); got != tt.ignore {
