@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Checks the chart with third-party tools, as a platform team would before
+# letting it into its clusters: helm lint --strict, kube-score, kubeconform
+# (strict, offline schemas of Kubernetes 1.37), chart-testing's yamllint and
+# yamale rules, promtool on the alerts, and actionlint on the workflows.
+# Every render uses each ci/*-values.yaml in turn. The tools come from
+# tools.sh (cached by version), helm from hack/kube/build.sh.
+#
+# A finding is ignored only below, each with its reason.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+bin=$(hack/chartcheck/tools.sh --print-dir)
+helm=$(hack/kube/build.sh --print-dir)/helm
+for t in kube-score kubeconform actionlint promtool yamllint yamale; do
+  if [[ ! -x "$bin/$t" ]]; then
+    echo "chartcheck: $bin/$t is missing: run hack/chartcheck/tools.sh" >&2
+    exit 1
+  fi
+done
+[[ -x "$helm" ]] || { echo "chartcheck: $helm is missing: run hack/kube/build.sh" >&2; exit 1; }
+
+chart=charts/coupon-producer
+kube_version=1.37.2
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+failed=0
+step() { echo "-- $*"; }
+check() { if ! "$@"; then echo "chartcheck: FAILED: $*" >&2; failed=1; fi; }
+
+step "helm lint --strict"
+for f in "$chart"/ci/*-values.yaml; do
+  check "$helm" lint --strict --quiet --kube-version "$kube_version" -f "$f" "$chart"
+done
+
+step "helm template"
+# The helm test pod apart from the rest, for the one kube-score finding
+# ignored on it alone (below).
+for f in "$chart"/ci/*-values.yaml; do
+  name=$(basename "$f" -values.yaml)
+  render=("$helm" template coupon-producer "$chart" -n coupons --kube-version "$kube_version" -f "$f")
+  "${render[@]}" --skip-tests >"$out/$name.yaml"
+  "${render[@]}" --show-only templates/tests/preflight-pod.yaml >"$out/$name.test.yaml" 2>/dev/null || rm -f "$out/$name.test.yaml"
+done
+
+step "kube-score"
+# Ignored, each with its reason:
+# - pod-probes: a Job's pod runs to completion and serves nothing; a
+#   liveness probe could only kill a long publish.
+# - pod-networkpolicy: the namespace's network policies are the platform's
+#   (the producer only dials Kafka and the Pushgateway, whose selectors the
+#   chart cannot know).
+# - container-image-pull-policy (wants Always): the chart's image is an
+#   immutable release tag, pinned by digest in the published chart; Always
+#   would make every scheduled run depend on the registry being up.
+# - container-ephemeral-storage-request-and-limit: the root filesystem is
+#   read-only and the pods have no emptyDir: they write nothing to disk.
+ignore=(--ignore-test pod-probes --ignore-test pod-networkpolicy
+  --ignore-test container-image-pull-policy
+  --ignore-test container-ephemeral-storage-request-and-limit)
+score() {
+  local log=$out/kube-score.log
+  if ! "$bin/kube-score" score --output-format ci "${ignore[@]}" "$@" >"$log"; then
+    grep -v '^\[OK\]\|^\[SKIPPED\]' "$log" >&2 || true
+    echo "chartcheck: FAILED: kube-score $*" >&2
+    failed=1
+  fi
+}
+for f in "$out"/*.yaml; do
+  case $(basename "$f") in
+    # The helm test pod has no CPU limit on purpose: a short check that
+    # must not be throttled into its timeout.
+    *.test.yaml) score --ignore-container-cpu-limit "$f" ;;
+    # startingDeadlineSeconds: null on purpose: the file tests that null is
+    # not rendered (the default renders 3600).
+    zero.yaml) score --ignore-test cronjob-has-deadline "$f" ;;
+    *) score "$f" ;;
+  esac
+done
+score k8s/data-loader-pod.yaml k8s/data-refresh-cronjob.yaml
+
+step "kubeconform -strict (Kubernetes $kube_version schemas, offline)"
+# PrometheusRule is a CRD without a schema here; hack/deploytest decodes it
+# strictly into the Prometheus Operator's Go type instead.
+check "$bin/kubeconform" -strict -summary -kubernetes-version "$kube_version" \
+  -schema-location "$bin/kubernetes-json-schema/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
+  -skip PrometheusRule \
+  "$out"/*.yaml k8s/namespace.yaml k8s/data.yaml k8s/kafka.yaml \
+  k8s/data-loader-pod.yaml k8s/data-refresh-cronjob.yaml
+
+step "yamllint (chart-testing's lintconf.yaml)"
+check "$bin/yamllint" --strict -c hack/chartcheck/ct/lintconf.yaml \
+  "$chart/Chart.yaml" "$chart/values.yaml" "$chart"/ci/*-values.yaml
+
+step "yamale (chart-testing's chart_schema.yaml)"
+check "$bin/yamale" -s hack/chartcheck/ct/chart_schema.yaml "$chart/Chart.yaml"
+
+step "promtool: the alerts and their tests"
+"$helm" template coupon-producer "$chart" -n coupons --kube-version "$kube_version" \
+  -f "$chart/ci/metrics-values.yaml" -s templates/prometheusrule.yaml >"$out/rule.yaml"
+# The PrometheusRule's spec is a Prometheus rule file.
+"$(dirname "$bin")/venv/bin/python" -c '
+import sys, yaml
+rule = yaml.safe_load(open(sys.argv[1]))
+yaml.safe_dump(rule["spec"], open(sys.argv[2], "w"), sort_keys=False)
+' "$out/rule.yaml" "$out/coupon-producer.rules.yaml"
+cp hack/chartcheck/alerts_test.yaml "$out/"
+check "$bin/promtool" check rules "$out/coupon-producer.rules.yaml"
+check "$bin/promtool" test rules "$out/alerts_test.yaml"
+
+step "actionlint"
+check "$bin/actionlint" -color=false .github/workflows/*.yaml
+
+if ((failed)); then
+  echo "chartcheck: some checks failed" >&2
+  exit 1
+fi
+echo "chartcheck: every check passed"
