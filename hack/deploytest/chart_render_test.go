@@ -187,14 +187,15 @@ func checkInvariants(t *testing.T, r *rendered) {
 	checkMetadata(t, r)
 }
 
-// checkMetadata: every object names the release namespace (for `helm
-// template | kubectl apply`) and carries the labels that identify the
-// release.
-func checkMetadata(t *testing.T, r *rendered) {
-	t.Helper()
+// objectMetas returns the metadata of every rendered object and, with
+// templates, of the Job and pod templates of each CronJob too.
+func (r *rendered) objectMetas(templates bool) []metav1.ObjectMeta {
 	var metas []metav1.ObjectMeta
 	for _, o := range r.cronJobs {
 		metas = append(metas, o.ObjectMeta)
+		if templates {
+			metas = append(metas, o.Spec.JobTemplate.ObjectMeta, o.Spec.JobTemplate.Spec.Template.ObjectMeta)
+		}
 	}
 	for _, o := range r.configMaps {
 		metas = append(metas, o.ObjectMeta)
@@ -211,6 +212,15 @@ func checkMetadata(t *testing.T, r *rendered) {
 	for _, o := range r.rules {
 		metas = append(metas, o.ObjectMeta)
 	}
+	return metas
+}
+
+// checkMetadata: every object names the release namespace (for `helm
+// template | kubectl apply`) and carries the labels that identify the
+// release.
+func checkMetadata(t *testing.T, r *rendered) {
+	t.Helper()
+	metas := r.objectMetas(false)
 	for _, m := range metas {
 		if m.Namespace != releaseNS {
 			t.Errorf("%s: metadata.namespace %q, want the release namespace %q", m.Name, m.Namespace, releaseNS)
@@ -850,19 +860,7 @@ func TestChartRefusesRestrictedViolations(t *testing.T) {
 // form, merged; extra volumes, mounts and init containers on every pod; a
 // numeric tag.
 func checkConventions(t *testing.T, r *rendered) {
-	var metas []metav1.ObjectMeta
-	for _, cj := range r.cronJobs {
-		metas = append(metas, cj.ObjectMeta, cj.Spec.JobTemplate.ObjectMeta, cj.Spec.JobTemplate.Spec.Template.ObjectMeta)
-	}
-	for _, o := range r.configMaps {
-		metas = append(metas, o.ObjectMeta)
-	}
-	for _, o := range r.serviceAccounts {
-		metas = append(metas, o.ObjectMeta)
-	}
-	for _, o := range r.pods {
-		metas = append(metas, o.ObjectMeta)
-	}
+	metas := r.objectMetas(true)
 	for _, m := range metas {
 		if m.Annotations["example.com/owner"] != "coupons-team" {
 			t.Errorf("%s: commonAnnotations missing: %v", m.Name, m.Annotations)

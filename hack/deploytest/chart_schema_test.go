@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"sigs.k8s.io/yaml"
 )
 
 // schemaNode is the part of a JSON schema these tests read.
@@ -64,14 +62,7 @@ func (n *schemaNode) typeName() string {
 // default of a key of values.yaml is its value there, so that tools which
 // read the schema (editors, Artifact Hub) show what the chart does.
 func TestChartSchemaDescribesEveryValue(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join(chartDir, "values.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var vals map[string]any
-	if err := yaml.Unmarshal(raw, &vals); err != nil {
-		t.Fatalf("values.yaml: %v", err)
-	}
+	vals := chartValues(t)
 	var walk func(path string, n *schemaNode, value any, inValues bool)
 	count := 0
 	walk = func(path string, n *schemaNode, value any, inValues bool) {

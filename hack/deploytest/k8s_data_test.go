@@ -51,14 +51,7 @@ func dataWriter(t *testing.T, what string, meta *corev1.Pod) {
 // TestK8sDataLoader: the loader pod that the chart's notes and README name
 // for kubectl cp.
 func TestK8sDataLoader(t *testing.T) {
-	objs := k8sObjects(t, "data-loader-pod.yaml")
-	if len(objs) != 1 {
-		t.Fatalf("k8s/data-loader-pod.yaml: want one pod, got %d objects", len(objs))
-	}
-	pod, ok := objs[0].(*corev1.Pod)
-	if !ok {
-		t.Fatalf("k8s/data-loader-pod.yaml: %T, want a Pod", objs[0])
-	}
+	pod := oneObject[*corev1.Pod](t, "data-loader-pod.yaml")
 	dataWriter(t, "loader pod", pod)
 	if pod.Name != "coupon-data-loader" || pod.Spec.ActiveDeadlineSeconds == nil {
 		t.Errorf("loader pod %q, deadline %v: the notes name coupon-data-loader, and a forgotten one must end", pod.Name, pod.Spec.ActiveDeadlineSeconds)
@@ -72,14 +65,7 @@ func TestK8sDataLoader(t *testing.T) {
 // TestK8sDataRefresh: the daily refresh pattern writes to temporary names
 // and renames, one run at a time, into the chart's claim.
 func TestK8sDataRefresh(t *testing.T) {
-	objs := k8sObjects(t, "data-refresh-cronjob.yaml")
-	if len(objs) != 1 {
-		t.Fatalf("k8s/data-refresh-cronjob.yaml: want one CronJob, got %d objects", len(objs))
-	}
-	cj, ok := objs[0].(*batchv1.CronJob)
-	if !ok {
-		t.Fatalf("k8s/data-refresh-cronjob.yaml: %T, want a CronJob", objs[0])
-	}
+	cj := oneObject[*batchv1.CronJob](t, "data-refresh-cronjob.yaml")
 	if cj.Spec.ConcurrencyPolicy != batchv1.ForbidConcurrent {
 		t.Errorf("concurrencyPolicy %q, want Forbid", cj.Spec.ConcurrencyPolicy)
 	}
@@ -89,4 +75,18 @@ func TestK8sDataRefresh(t *testing.T) {
 	if !strings.Contains(script, ".tmp") || !strings.Contains(script, "mv -f") {
 		t.Errorf("refresh script does not write a temporary file and rename it:\n%s", script)
 	}
+}
+
+// oneObject decodes a k8s/ file that holds exactly one object, of type T.
+func oneObject[T any](t *testing.T, name string) T {
+	t.Helper()
+	objs := k8sObjects(t, name)
+	if len(objs) != 1 {
+		t.Fatalf("k8s/%s: want one object, got %d", name, len(objs))
+	}
+	obj, ok := objs[0].(T)
+	if !ok {
+		t.Fatalf("k8s/%s: %T, want %T", name, objs[0], obj)
+	}
+	return obj
 }
