@@ -3,7 +3,7 @@
 # a pinned version, into a cache folder keyed by those versions:
 # $HOME/.cache/coupon-producer/chartcheck-<key>/bin (COUPON_CHARTCHECK_BIN
 # names another). The Go tools build from the Go module proxy with their own
-# go.mod (`go install pkg@version`); yamllint and yamale come from PyPI into
+# go.mod (`go install pkg@version`); yamllint, yamale and checkov come from PyPI into
 # a virtualenv beside them, with the package kubernetes-validate for the
 # Kubernetes schemas it ships (strict: no unknown fields), made
 # self-contained for kubeconform by standalone.py into
@@ -22,10 +22,13 @@ YAMALE_VERSION=6.1.0
 # Ships the Kubernetes JSON schemas (strict: no unknown fields) that
 # kubeconform reads offline; its version is the Kubernetes minor.
 KUBERNETES_VALIDATE_VERSION=1.37.0
+# Polaris is not served by the Go module proxy; checkov (PyPI) is the second
+# policy checker, in a virtualenv of its own (its pins clash with yamllint's).
+CHECKOV_VERSION=3.3.30
 
 want="kube-score=$KUBE_SCORE_VERSION kubeconform=$KUBECONFORM_VERSION actionlint=$ACTIONLINT_VERSION"
 want+=" promtool=$PROMETHEUS_VERSION yamllint=$YAMLLINT_VERSION yamale=$YAMALE_VERSION"
-want+=" kubernetes-validate=$KUBERNETES_VALIDATE_VERSION $(go env GOVERSION)"
+want+=" kubernetes-validate=$KUBERNETES_VALIDATE_VERSION checkov=$CHECKOV_VERSION $(go env GOVERSION)"
 want+=" standalone.py=$(sha256sum "$here/standalone.py" | cut -c1-16)"
 # The kinds kubeconform checks: the chart's objects and those of k8s/.
 kinds=(cronjob-batch-v1 pod-v1 configmap-v1 serviceaccount-v1 persistentvolumeclaim-v1
@@ -33,7 +36,7 @@ kinds=(cronjob-batch-v1 pod-v1 configmap-v1 serviceaccount-v1 persistentvolumecl
 key=$(printf '%s' "$want" | sha256sum | cut -c1-12)
 bin=${COUPON_CHARTCHECK_BIN:-$HOME/.cache/coupon-producer/chartcheck-$key/bin}
 stamp="$bin/.stamp"
-tools=(kube-score kubeconform actionlint promtool yamllint yamale kubernetes-json-schema)
+tools=(kube-score kubeconform actionlint promtool yamllint yamale checkov kubernetes-json-schema)
 
 if [[ "${1:-}" == "--print-dir" ]]; then
   echo "$bin"
@@ -66,6 +69,11 @@ python3 -m venv "$venv"
   "yamllint==$YAMLLINT_VERSION" "yamale==$YAMALE_VERSION" \
   "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 ln -sf "$venv/bin/yamllint" "$venv/bin/yamale" "$bin/"
+checkov_venv="$(dirname "$bin")/venv-checkov"
+rm -rf "$checkov_venv"
+python3 -m venv "$checkov_venv"
+"$checkov_venv/bin/pip" install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+ln -sf "$checkov_venv/bin/checkov" "$bin/"
 schemas=$("$venv/bin/python" -c 'import kubernetes_validate, os; print(os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema"))')
 rm -rf "$bin/kubernetes-json-schema"
 "$venv/bin/python" "$here/standalone.py" "$schemas/v${KUBERNETES_VALIDATE_VERSION}-local-strict" \

@@ -65,7 +65,8 @@ func TestChartClaimOnRealAPIServer(t *testing.T) {
 	})
 
 	// The loader pod of k8s/, pointed at this claim as the notes say.
-	loader := manifestFor(t, "data-loader-pod.yaml", "claimName: coupon-producer-data", "claimName: "+claim)
+	loader := manifestFor(t, "data-loader-pod.yaml", "claimName: coupon-producer-data", "claimName: "+claim,
+		"namespace: coupons", "namespace: "+ns)
 	kubectl(t, c, "-n", ns, "apply", "-f", loader)
 	pod, err := cs.CoreV1().Pods(ns).Get(ctx, "coupon-data-loader", metav1.GetOptions{})
 	if err != nil {
@@ -82,14 +83,15 @@ func TestChartClaimOnRealAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The same pod as root is refused by Pod Security.
-	root := manifestFor(t, "data-loader-pod.yaml", "runAsUser: 65532", "runAsUser: 0")
+	root := manifestFor(t, "data-loader-pod.yaml", "runAsUser: 65532", "runAsUser: 0", "namespace: coupons", "namespace: "+ns)
 	out, err := kubectlOutput(c, "-n", ns, "apply", "--dry-run=server", "-f", root)
 	if err == nil || !strings.Contains(out, `violates PodSecurity "restricted:latest"`) {
 		t.Errorf("a loader running as root was not refused by Pod Security (err %v):\n%s", err, out)
 	}
 	// The refresh CronJob: Pod Security only warns on a template, so the
 	// server's answer must carry no warning.
-	out = kubectl(t, c, "-n", ns, "apply", "--dry-run=server", "-f", filepath.Join(repoK8s, "data-refresh-cronjob.yaml"))
+	refresh := manifestFor(t, "data-refresh-cronjob.yaml", "namespace: coupons", "namespace: "+ns)
+	out = kubectl(t, c, "-n", ns, "apply", "--dry-run=server", "-f", refresh)
 	if strings.Contains(out, "PodSecurity") {
 		t.Errorf("the refresh CronJob's pods would violate restricted Pod Security:\n%s", out)
 	}
@@ -114,19 +116,24 @@ func TestChartClaimOnRealAPIServer(t *testing.T) {
 // repoK8s is the k8s/ folder of manifests the chart does not carry.
 const repoK8s = "../../k8s"
 
-// manifestFor writes a copy of a k8s/ manifest with old replaced by new
-// (which must occur) and returns its path.
-func manifestFor(t *testing.T, name, old, new string) string {
+// manifestFor writes a copy of a k8s/ manifest with each old string
+// replaced by the new one after it (each must occur), as a user's sed
+// would, and returns its path.
+func manifestFor(t *testing.T, name string, oldNew ...string) string {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(repoK8s, name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(raw), old) {
-		t.Fatalf("k8s/%s has no %q", name, old)
+	text := string(raw)
+	for i := 0; i+1 < len(oldNew); i += 2 {
+		if !strings.Contains(text, oldNew[i]) {
+			t.Fatalf("k8s/%s has no %q", name, oldNew[i])
+		}
+		text = strings.ReplaceAll(text, oldNew[i], oldNew[i+1])
 	}
 	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(raw), old, new)), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path
