@@ -44,8 +44,8 @@ echo "== producer: vet and tests (brokers: ${COUPON_TEST_BROKERS:-none})"
 go vet ./... && go test -count=1 -timeout 30m ./...
 echo "== deployment: Dockerfile, compose, Helm chart and k8s/ checks"
 (cd hack/deploytest && go vet ./... && go test -count=1 ./...)
-# Third-party checkers (kube-score, kubeconform, chart-testing's yamllint and
-# yamale rules, promtool, actionlint), built by hack/chartcheck/tools.sh
+# Third-party checkers (kube-score, checkov, kubeconform, chart-testing's
+# yamllint and yamale rules, promtool, actionlint), built by hack/chartcheck/tools.sh
 # (.ci/run builds them); without them the checks skip and say so, except
 # with CI=true.
 echo "== chart: third-party checks and the alerts' rule tests"
