@@ -131,6 +131,35 @@ cp hack/chartcheck/alerts_test.yaml "$out/"
 check "$bin/promtool" check rules "$out/coupon-producer.rules.yaml"
 check "$bin/promtool" test rules "$out/alerts_test.yaml"
 
+step "release workflow: its chart step, run on a copy"
+# The step that sets the chart's version and image digest is shell that no
+# CI here runs: run it as the workflow would (bash -e -o pipefail) on a copy
+# of the chart, then check the packaged chart's default image.
+"$(dirname "$bin")/venv/bin/python" -c '
+import sys, yaml
+wf = yaml.safe_load(open(".github/workflows/release.yaml"))
+steps = [s for s in wf["jobs"]["chart"]["steps"] if s.get("name") == "Set the chart'"'"'s version and image digest"]
+assert len(steps) == 1, "release.yaml: no single step that sets the chart version and digest"
+open(sys.argv[1], "w").write(steps[0]["run"])
+' "$out/release-chart.sh"
+mkdir -p "$out/release"
+cp -r charts "$out/release/"
+digest=sha256:$(printf 'release dry run' | sha256sum | cut -c1-64)
+if (cd "$out/release" && PATH="$(dirname "$helm"):$PATH" IMAGE=ghcr.io/couponpipeline/coupon-producer \
+  VERSION=9.8.7 DIGEST="$digest" bash -e -o pipefail "$out/release-chart.sh" >"$out/release.log" 2>&1); then
+  image=$("$helm" template r "$out/release/dist/coupon-producer-9.8.7.tgz" --kube-version "$kube_version" \
+    --show-only templates/cronjob.yaml | sed -n 's/^ *image: "\(.*\)"$/\1/p' | sort -u)
+  want="ghcr.io/couponpipeline/coupon-producer:9.8.7@$digest"
+  if [[ "$image" != "$want" ]]; then
+    echo "chartcheck: FAILED: the released chart's image is $image, want $want" >&2
+    failed=1
+  fi
+else
+  cat "$out/release.log" >&2
+  echo "chartcheck: FAILED: the release workflow's chart step" >&2
+  failed=1
+fi
+
 step "actionlint"
 check "$bin/actionlint" -color=false .github/workflows/*.yaml
 
