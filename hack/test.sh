@@ -61,6 +61,16 @@ else
   echo "test: hack/image/build.sh did not build the image: the image tests will skip" >&2
 fi
 (cd hack/image && go vet ./... && go test -count=1 -timeout 30m ./...)
+# Third-party checkers (kube-score, checkov, kubeconform, chart-testing's
+# yamllint and yamale rules, promtool, actionlint), built by hack/chartcheck/tools.sh
+# (.ci/run builds them); without them the checks skip and say so, except
+# with CI=true.
+echo "== chart: third-party checks and the alerts' rule tests"
+if [[ -f "$(hack/chartcheck/tools.sh --print-dir)/.stamp" || "${CI:-}" == "true" ]]; then
+  hack/chartcheck/run.sh
+else
+  echo "test: the chart checkers are not built: run hack/chartcheck/tools.sh (a few minutes once)" >&2
+fi
 # Needs the binaries hack/kube/build.sh builds (.ci/run builds them) and
 # root; without them the tests skip and say why, except with CI=true.
 echo "== kubernetes: a real API server and controllers, the test kubelet, the chart and the producer end to end"

@@ -39,14 +39,7 @@ func valuePaths(prefix string, v any, out *[]string) {
 // for every key of values.yaml and of a jobs entry, and no row for a key
 // that does not exist.
 func TestChartReadmeDocumentsEveryValue(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join(chartDir, "values.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var vals map[string]any
-	if err := yaml.Unmarshal(raw, &vals); err != nil {
-		t.Fatalf("values.yaml: %v", err)
-	}
+	vals := chartValues(t)
 	var paths []string
 	valuePaths("", vals, &paths)
 	sort.Strings(paths)
@@ -108,4 +101,18 @@ func TestChartReadmeDocumentsEveryValue(t *testing.T) {
 	if len(paths) < 50 {
 		t.Errorf("only %d value paths found: the walk of values.yaml is broken", len(paths))
 	}
+}
+
+// chartValues reads the chart's values.yaml.
+func chartValues(t *testing.T) map[string]any {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(chartDir, "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vals map[string]any
+	if err := yaml.Unmarshal(raw, &vals); err != nil {
+		t.Fatalf("values.yaml: %v", err)
+	}
+	return vals
 }

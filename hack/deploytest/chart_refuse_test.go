@@ -38,6 +38,11 @@ func TestChartSchemaRefuses(t *testing.T) {
 		{"zero shutdown timeout", "producer: {shutdownTimeoutSeconds: 0}", "shutdownTimeoutSeconds"},
 		{"unknown top-level key", "jobz: {}", "jobz"},
 		{"unknown access mode", "data: {persistence: {accessModes: [ReadMany]}}", "accessModes"},
+		{"CRON_TZ in a schedule", "jobs: {couponbase1: {schedule: 'CRON_TZ=Europe/Paris 0 2 * * *'}}", "schedule"},
+		{"TZ in a schedule", "jobs: {couponbase1: {schedule: ' TZ=UTC @daily'}}", "schedule"},
+		{"pull secret without a name", "image: {pullSecrets: [{secret: x}]}", "pullSecrets"},
+		{"tag as a list", "image: {tag: [1]}", "tag"},
+		{"global pull secret empty", "global: {imagePullSecrets: ['']}", "imagePullSecrets"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -90,6 +91,7 @@ func TestChartRendersCIValues(t *testing.T) {
 		"zero-values.yaml":           checkZeros,
 		"metrics-values.yaml":        checkMetrics,
 		"kind-values.yaml":           checkKind,
+		"conventions-values.yaml":    checkConventions,
 	}
 	for _, name := range ciValuesFiles(t) {
 		t.Run(name, func(t *testing.T) {
@@ -180,6 +182,51 @@ func checkInvariants(t *testing.T, r *rendered) {
 	for name := range r.cronJobs {
 		if !strings.Contains(r.notes, "--from=cronjob/"+name+" "+name+"-manual-$(date +%s)") {
 			t.Errorf("NOTES.txt has no run-now line for %s", name)
+		}
+	}
+	checkMetadata(t, r)
+}
+
+// objectMetas returns the metadata of every rendered object and, with
+// templates, of the Job and pod templates of each CronJob too.
+func (r *rendered) objectMetas(templates bool) []metav1.ObjectMeta {
+	var metas []metav1.ObjectMeta
+	for _, o := range r.cronJobs {
+		metas = append(metas, o.ObjectMeta)
+		if templates {
+			metas = append(metas, o.Spec.JobTemplate.ObjectMeta, o.Spec.JobTemplate.Spec.Template.ObjectMeta)
+		}
+	}
+	for _, o := range r.configMaps {
+		metas = append(metas, o.ObjectMeta)
+	}
+	for _, o := range r.claims {
+		metas = append(metas, o.ObjectMeta)
+	}
+	for _, o := range r.serviceAccounts {
+		metas = append(metas, o.ObjectMeta)
+	}
+	for _, o := range r.pods {
+		metas = append(metas, o.ObjectMeta)
+	}
+	for _, o := range r.rules {
+		metas = append(metas, o.ObjectMeta)
+	}
+	return metas
+}
+
+// checkMetadata: every object names the release namespace (for `helm
+// template | kubectl apply`) and carries the labels that identify the
+// release.
+func checkMetadata(t *testing.T, r *rendered) {
+	t.Helper()
+	metas := r.objectMetas(false)
+	for _, m := range metas {
+		if m.Namespace != releaseNS {
+			t.Errorf("%s: metadata.namespace %q, want the release namespace %q", m.Name, m.Namespace, releaseNS)
+		}
+		if m.Labels["app.kubernetes.io/instance"] != releaseName || m.Labels["app.kubernetes.io/managed-by"] != "Helm" {
+			t.Errorf("%s: labels %v do not identify the release", m.Name, m.Labels)
 		}
 	}
 }
@@ -520,6 +567,17 @@ func checkDefaults(t *testing.T, r *rendered) {
 	if pvc.Spec.StorageClassName != nil || pvc.Spec.Resources.Requests.Storage().String() != "10Gi" {
 		t.Errorf("PVC spec %+v: want the default StorageClass and 10Gi", pvc.Spec)
 	}
+	// Pods of different Jobs on different nodes mount it at once, a loader
+	// writes it, and the files outlive the release.
+	if !slices.Equal(pvc.Spec.AccessModes, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}) {
+		t.Errorf("PVC access modes %v, want [ReadWriteMany]", pvc.Spec.AccessModes)
+	}
+	if pvc.Annotations["helm.sh/resource-policy"] != "keep" {
+		t.Errorf("PVC annotations %v: want helm.sh/resource-policy: keep", pvc.Annotations)
+	}
+	if strings.Contains(r.notes, "WARNING") {
+		t.Errorf("NOTES.txt warns about the default claim:\n%s", r.notes)
+	}
 	if _, ok := r.serviceAccounts["coupon-producer"]; !ok {
 		t.Error("no ServiceAccount coupon-producer")
 	}
@@ -794,5 +852,139 @@ func TestChartRefusesRestrictedViolations(t *testing.T) {
 		if restrictedViolations(t, &tpl.ObjectMeta, &tpl.Spec) == "" {
 			t.Errorf("%s: passes restricted Pod Security", o)
 		}
+	}
+}
+
+// checkConventions: commonLabels and commonAnnotations on every object,
+// one value per label key; a registry mirror and pull Secrets in either
+// form, merged; extra volumes, mounts and init containers on every pod; a
+// numeric tag.
+func checkConventions(t *testing.T, r *rendered) {
+	metas := r.objectMetas(true)
+	for _, m := range metas {
+		if m.Annotations["example.com/owner"] != "coupons-team" {
+			t.Errorf("%s: commonAnnotations missing: %v", m.Name, m.Annotations)
+		}
+		if m.Labels["app.kubernetes.io/part-of"] != "coupons-platform" {
+			t.Errorf("%s: part-of %q, want the commonLabels value", m.Name, m.Labels["app.kubernetes.io/part-of"])
+		}
+	}
+	for name, cj := range r.cronJobs {
+		if got := cj.Labels["example.com/cost-center"]; got != "4712" {
+			t.Errorf("%s: cronJob.labels should win over commonLabels, got %q", name, got)
+		}
+		if got := cj.Spec.JobTemplate.Spec.Template.Labels["example.com/cost-center"]; got != "4711" {
+			t.Errorf("%s: pod cost-center %q, want commonLabels' 4711", name, got)
+		}
+	}
+	// A key rendered twice in one map is refused by the strict decoder
+	// above; check the text too, for the one the chart sets itself.
+	for path, text := range r.manifests {
+		for _, doc := range strings.Split(text, "\n---") {
+			if n := strings.Count(doc, "app.kubernetes.io/part-of:"); n > 3 {
+				t.Errorf("%s: part-of rendered %d times in one document", path, n)
+			}
+		}
+	}
+	pods := []corev1.PodSpec{}
+	for _, cj := range r.cronJobs {
+		pods = append(pods, cj.Spec.JobTemplate.Spec.Template.Spec)
+	}
+	for _, p := range r.pods {
+		pods = append(pods, p.Spec)
+	}
+	for i, pod := range pods {
+		var secrets []string
+		for _, s := range pod.ImagePullSecrets {
+			secrets = append(secrets, s.Name)
+		}
+		if !slices.Equal(secrets, []string{"mirror-credentials", "registry-credentials"}) {
+			t.Errorf("pod %d: imagePullSecrets %v, want global's then image's, each once", i, secrets)
+		}
+		if len(pod.InitContainers) != 1 || pod.InitContainers[0].Name != "wait" {
+			t.Errorf("pod %d: init containers %+v", i, pod.InitContainers)
+		}
+		var ca bool
+		for _, v := range pod.Volumes {
+			ca = ca || (v.Name == "kafka-ca" && v.ConfigMap != nil && v.ConfigMap.Name == "kafka-ca-bundle")
+		}
+		if !ca {
+			t.Errorf("pod %d: no kafka-ca volume", i)
+		}
+		for _, c := range pod.Containers {
+			if c.Image != "registry.example.com/couponpipeline/coupon-producer:2" {
+				t.Errorf("pod %d: image %q, want the mirror and the numeric tag", i, c.Image)
+			}
+			var mounted bool
+			for _, m := range c.VolumeMounts {
+				mounted = mounted || (m.Name == "kafka-ca" && m.MountPath == "/etc/coupon-producer/ca")
+			}
+			if !mounted {
+				t.Errorf("pod %d: container %s does not mount the CA", i, c.Name)
+			}
+		}
+	}
+}
+
+// TestChartImageReference: global.imageRegistry replaces the registry of
+// image.repository, or prefixes a repository that names none; the digest
+// pins; a number is a tag.
+func TestChartImageReference(t *testing.T) {
+	cases := []struct{ values, want string }{
+		{"", "ghcr.io/couponpipeline/coupon-producer:" + appVersion(t)},
+		{"global: {imageRegistry: mirror.example.com}", "mirror.example.com/couponpipeline/coupon-producer:" + appVersion(t)},
+		{"global: {imageRegistry: 'mirror.example.com:5000/'}\nimage: {repository: 'localhost/coupon-producer', tag: v1}", "mirror.example.com:5000/coupon-producer:v1"},
+		{"global: {imageRegistry: mirror.example.com}\nimage: {repository: team/coupon-producer}", "mirror.example.com/team/coupon-producer:" + appVersion(t)},
+		{"global: {imageRegistry: mirror.example.com}\nimage: {repository: coupon-producer}", "mirror.example.com/coupon-producer:" + appVersion(t)},
+		{"image: {tag: 2}", "ghcr.io/couponpipeline/coupon-producer:2"},
+		{"image: {tag: '1.10', digest: 'sha256:" + strings.Repeat("ab", 32) + "'}", "ghcr.io/couponpipeline/coupon-producer:1.10@sha256:" + strings.Repeat("ab", 32)},
+	}
+	for _, c := range cases {
+		r := render(t, values(t, "", c.values))
+		if got := producerContainer(r.cronJobs["coupon-producer-couponbase1"]).Image; got != c.want {
+			t.Errorf("%q: image %q, want %q", c.values, got, c.want)
+		}
+	}
+}
+
+// TestChartNotesJobNames: the run-now Job name of the notes fits the 63
+// characters of a Job name even with the longest CronJob name allowed.
+func TestChartNotesJobNames(t *testing.T) {
+	long := strings.Repeat("f", 40)
+	r := render(t, values(t, "", "fullnameOverride: "+long+"\njobs: {couponbase1: null, couponbase2: null, couponbase3: null, b1: {file: b1.gz, schedule: '0 1 * * *'}, abcdefghijk: {file: b.gz, schedule: '0 1 * * *'}}"))
+	names := regexp.MustCompile(`create job --from=cronjob/(\S+) (\S+)-manual-\$\(date \+%s\)`).FindAllStringSubmatch(r.notes, -1)
+	if len(names) != 2 {
+		t.Fatalf("want 2 run-now lines, got %d:\n%s", len(names), r.notes)
+	}
+	for _, m := range names {
+		// 18 = "-manual-" and 10 digits of seconds since the epoch.
+		if n := len(m[2]) + 18; n > 63 {
+			t.Errorf("run-now Job %s-manual-<epoch> is %d characters, Kubernetes allows 63", m[2], n)
+		}
+		if !strings.HasPrefix(m[1], strings.TrimSuffix(m[2], "-")) {
+			t.Errorf("run-now Job %s does not start with its CronJob's name %s", m[2], m[1])
+		}
+	}
+	cut := false
+	for _, m := range names {
+		if len(m[1]) == 52 {
+			cut = len(m[2]) == 45
+		}
+	}
+	if !cut {
+		t.Errorf("the 52-character CronJob should give a 45-character prefix: %q", names)
+	}
+}
+
+// TestChartNotesWarnsOnReadWriteOnce: a claim only one node can mount is
+// named as such in the install notes.
+func TestChartNotesWarnsOnReadWriteOnce(t *testing.T) {
+	r := render(t, values(t, "", "data: {persistence: {accessModes: [ReadWriteOnce]}}"))
+	if !strings.Contains(r.notes, "WARNING: the claim is ReadWriteOnce") || !strings.Contains(r.notes, "Multi-Attach") {
+		t.Errorf("NOTES.txt does not warn about a ReadWriteOnce claim:\n%s", r.notes)
+	}
+	r = render(t, values(t, "", "data: {persistence: {keep: false}}"))
+	if _, ok := r.claims["coupon-producer-data"].Annotations["helm.sh/resource-policy"]; ok {
+		t.Error("keep: false still renders helm.sh/resource-policy")
 	}
 }

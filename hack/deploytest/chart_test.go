@@ -33,7 +33,7 @@ const (
 // kubeVersion is the cluster version the chart is rendered for: the one the
 // API-server tests build, and above the chart's kubeVersion floor (Helm's
 // built-in default, 1.20, is below it).
-var kubeVersion = chartutil.KubeVersion{Version: "v1.34.4", Major: "1", Minor: "34"}
+var kubeVersion = chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"}
 
 // rendered is one release rendered by Helm's engine, every object decoded
 // strictly into its Kubernetes type.

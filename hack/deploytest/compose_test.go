@@ -117,6 +117,12 @@ func TestComposeKafka(t *testing.T) {
 	if !hostPort {
 		t.Errorf("kafka ports = %+v, want 9093:9093 for host clients", kafka.Ports)
 	}
+	loopbackPorts(t, "kafka", kafka)
+	// A clean stop flushes and closes the logs; after a kill the next start
+	// recovers every segment, which can outlast the health check.
+	if g := kafka.StopGracePeriod; g == nil || time.Duration(*g) < 60*time.Second {
+		t.Errorf("kafka stop_grace_period = %v, want at least 60s for a clean shutdown", g)
+	}
 
 	mustEnv := map[string]string{
 		"KAFKA_NODE_ID":                                  "1",
@@ -237,6 +243,21 @@ func TestComposeRedis(t *testing.T) {
 	if !persisted {
 		t.Errorf("redis volumes = %+v, want named volume redis-data at /data", redis.Volumes)
 	}
+	loopbackPorts(t, "redis", redis)
+}
+
+// loopbackPorts: a service without authentication publishes its ports on
+// the host's loopback only, never on every interface.
+func loopbackPorts(t *testing.T, name string, s types.ServiceConfig) {
+	t.Helper()
+	if len(s.Ports) == 0 {
+		t.Errorf("%s publishes no port", name)
+	}
+	for _, p := range s.Ports {
+		if p.HostIP != "127.0.0.1" {
+			t.Errorf("%s port %s:%d is published on %q, want 127.0.0.1 only", name, p.Published, p.Target, p.HostIP)
+		}
+	}
 }
 
 // TestComposeProducerServices checks what the producers share: the image,
@@ -287,6 +308,13 @@ func TestComposeProducerServices(t *testing.T) {
 			data := dataMount(t, s)
 			if data.Type != types.VolumeTypeBind {
 				t.Errorf("/data mount type = %q, want bind", data.Type)
+			}
+			// Never created by compose: a missing folder fails `up` at once
+			// instead of mounting an empty one owned by root.
+			for _, m := range []types.ServiceVolumeConfig{data, cfg} {
+				if m.Bind == nil || m.Bind.CreateHostPath || m.Bind.SELinux != "z" {
+					t.Errorf("%s bind options %+v: want selinux z and no create_host_path", m.Target, m.Bind)
+				}
 			}
 			if !data.ReadOnly {
 				t.Errorf("/data is mounted read-write; the producer only reads the coupon files")

@@ -10,6 +10,7 @@ import (
 
 	"helm.sh/helm/v3/pkg/releaseutil"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	kindv1alpha4 "sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 	"sigs.k8s.io/yaml"
@@ -41,6 +42,10 @@ func k8sObjects(t *testing.T, name string) []any {
 			obj = &corev1.Service{}
 		case "apps/v1/Deployment":
 			obj = &appsv1.Deployment{}
+		case "v1/Pod":
+			obj = &corev1.Pod{}
+		case "batch/v1/CronJob":
+			obj = &batchv1.CronJob{}
 		default:
 			t.Fatalf("k8s/%s: unexpected %s %s", name, head.APIVersion, head.Kind)
 		}

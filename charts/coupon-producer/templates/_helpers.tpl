@@ -44,15 +44,43 @@ app.kubernetes.io/name: {{ include "coupon-producer.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{/* Labels of every object. */}}
+{{/*
+Labels of an object: commonLabels, then the object's own label values in
+the order given (later wins), then the labels that identify the release,
+which no value can override. One map, so no key is rendered twice.
+Call with (dict "root" $ "extra" (list $labelsA $labelsB ...)).
+*/}}
+{{- define "coupon-producer.labelsWith" -}}
+{{- $root := .root }}
+{{- $l := dict "app.kubernetes.io/part-of" "coupon-pipeline" }}
+{{- range (prepend (.extra | default list) $root.Values.commonLabels) }}
+{{- $l = mergeOverwrite $l (. | default dict) }}
+{{- end }}
+{{- $_ := set $l "helm.sh/chart" (include "coupon-producer.chart" $root) }}
+{{- $_ := set $l "app.kubernetes.io/name" (include "coupon-producer.name" $root) }}
+{{- $_ := set $l "app.kubernetes.io/instance" $root.Release.Name }}
+{{- $_ := set $l "app.kubernetes.io/version" (include "coupon-producer.tag" $root | trunc 63 | trimSuffix "-") }}
+{{- $_ := set $l "app.kubernetes.io/managed-by" $root.Release.Service }}
+{{- toYaml $l }}
+{{- end }}
+
+{{/* Labels of an object that sets none of its own. */}}
 {{- define "coupon-producer.labels" -}}
-helm.sh/chart: {{ include "coupon-producer.chart" . }}
-{{ include "coupon-producer.selectorLabels" . }}
-app.kubernetes.io/version: {{ (.Values.image.tag | default .Chart.AppVersion) | trunc 63 | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: coupon-pipeline
-{{- with .Values.commonLabels }}
-{{ toYaml . }}
+{{- include "coupon-producer.labelsWith" (dict "root" . "extra" list) }}
+{{- end }}
+
+{{/*
+Annotations of an object: commonAnnotations, then the object's own
+annotation values in the order given (later wins); empty when there are
+none. Call with (dict "root" $ "extra" (list $annotationsA ...)).
+*/}}
+{{- define "coupon-producer.annotations" -}}
+{{- $a := dict }}
+{{- range (prepend (.extra | default list) .root.Values.commonAnnotations) }}
+{{- $a = mergeOverwrite $a (. | default dict) }}
+{{- end }}
+{{- with $a }}
+{{- toYaml . }}
 {{- end }}
 {{- end }}
 
@@ -64,13 +92,62 @@ app.kubernetes.io/part-of: coupon-pipeline
 {{- end }}
 {{- end }}
 
+{{/* The image tag: image.tag, a number taken as written (--set image.tag=2), or the appVersion. */}}
+{{- define "coupon-producer.tag" -}}
+{{- if kindIs "invalid" .Values.image.tag }}
+{{- .Chart.AppVersion }}
+{{- else }}
+{{- toString .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+{{- end }}
+
+{{/*
+The image repository, with global.imageRegistry (a mirror) in place of the
+registry it names. As for Docker, the first path element is a registry
+when it holds a "." or ":" or is "localhost"; a repository without one gets
+the mirror as a prefix.
+*/}}
+{{- define "coupon-producer.repository" -}}
+{{- $repo := .Values.image.repository }}
+{{- $mirror := (.Values.global | default dict).imageRegistry }}
+{{- if $mirror }}
+{{- $parts := splitn "/" 2 $repo }}
+{{- $first := $parts._0 }}
+{{- if and $parts._1 (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) }}
+{{- $repo = $parts._1 }}
+{{- end }}
+{{- printf "%s/%s" (trimSuffix "/" $mirror) $repo }}
+{{- else }}
+{{- $repo }}
+{{- end }}
+{{- end }}
+
 {{/* The image reference: a digest wins over the tag. */}}
 {{- define "coupon-producer.image" -}}
-{{- $tag := .Values.image.tag | default .Chart.AppVersion }}
-{{- if .Values.image.digest }}
-{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
-{{- else }}
-{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- $ref := printf "%s:%s" (include "coupon-producer.repository" .) (include "coupon-producer.tag" .) }}
+{{- with .Values.image.digest }}
+{{- $ref = printf "%s@%s" $ref . }}
+{{- end }}
+{{- $ref }}
+{{- end }}
+
+{{/*
+imagePullSecrets: global.imagePullSecrets, then image.pullSecrets, each a
+Secret name or a {name: ...} as in a pod spec; a name given twice is
+rendered once.
+*/}}
+{{- define "coupon-producer.imagePullSecrets" -}}
+{{- $names := list }}
+{{- range (concat ((.Values.global | default dict).imagePullSecrets | default list) (.Values.image.pullSecrets | default list)) }}
+{{- $name := . }}
+{{- if kindIs "map" . }}{{ $name = .name }}{{ end }}
+{{- $names = append $names $name }}
+{{- end }}
+{{- with ($names | uniq) }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
 {{- end }}
 {{- end }}
 
@@ -226,7 +303,7 @@ hook. Call with (dict "root" $ "job" $job).
 {{- end }}
 {{- end }}
 
-{{/* Volume mounts of the producer container: all read-only. */}}
+{{/* Volume mounts of the producer container: the chart's are read-only; then pod.extraVolumeMounts. */}}
 {{- define "coupon-producer.volumeMounts" -}}
 {{- $dir := include "coupon-producer.configDir" . -}}
 - name: config
@@ -249,9 +326,12 @@ hook. Call with (dict "root" $ "job" $job).
   mountPath: {{ printf "%s/sasl" $dir }}
   readOnly: true
 {{- end }}
+{{- with .Values.pod.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
-{{/* Volumes of the pod: the ConfigMap, the data claim and the Kafka Secrets. */}}
+{{/* Volumes of the pod: the ConfigMap, the data claim, the Kafka Secrets, then pod.extraVolumes. */}}
 {{- define "coupon-producer.volumes" -}}
 {{- $k := .Values.kafka -}}
 - name: config
@@ -287,6 +367,9 @@ hook. Call with (dict "root" $ "job" $job).
       - key: {{ $k.sasl.passwordKey }}
         path: password
 {{- end }}
+{{- with .Values.pod.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Pod-level settings shared by the CronJobs and the test hook. */}}
@@ -294,12 +377,7 @@ hook. Call with (dict "root" $ "job" $job).
 serviceAccountName: {{ include "coupon-producer.serviceAccountName" . }}
 automountServiceAccountToken: false
 enableServiceLinks: false
-{{- with .Values.image.pullSecrets }}
-imagePullSecrets:
-  {{- range . }}
-  - name: {{ . }}
-  {{- end }}
-{{- end }}
+{{- include "coupon-producer.imagePullSecrets" . }}
 {{- with .Values.pod.securityContext }}
 securityContext:
   {{- toYaml . | nindent 2 }}
@@ -317,6 +395,10 @@ tolerations:
 {{- end }}
 {{- with .Values.pod.affinity }}
 affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pod.initContainers }}
+initContainers:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
