@@ -11,8 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/couponpipeline/coupon-producer/hack/e2e/kubelet"
+	"k8s.io/client-go/kubernetes"
 )
 
 // `helm test` on the real API server: the chart's test hook, one
@@ -27,7 +26,8 @@ import (
 func TestHelmTestPreflight(t *testing.T) {
 	c := needCluster(t)
 	brokers := kafkaBrokers(t)
-	producer, coupongen := repoBinaries(t)
+	needImage(t)
+	coupongen := buildCoupongen(t)
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns, release = "preflight", "preflight"
@@ -43,12 +43,7 @@ func TestHelmTestPreflight(t *testing.T) {
 		t.Fatalf("coupongen: %v\n%s", err, out)
 	}
 	hostPathPV(t, cs, "preflight-data", data, "e2e-preflight", ns, release+"-coupon-producer-data", corev1.ReadWriteOnce)
-	k := startKubelet(t, c, "node-preflight", []string{ns}, map[string]kubelet.Image{producerImage: {
-		Entrypoint: []string{"/usr/local/bin/coupon-producer"},
-		User:       "65532:65532",
-		Files:      map[string]string{"/usr/local/bin/coupon-producer": producer},
-	}})
-	repo, tag, _ := strings.Cut(producerImage, ":")
+	repo, tag := producerRepo, producerTag
 	h := newHelm(t, c)
 	// The CronJobs are suspended: only the hook runs here.
 	h.must("install", release, chartDir, "-n", ns,
@@ -61,13 +56,13 @@ func TestHelmTestPreflight(t *testing.T) {
 	t.Run("every file there and gzip: helm test passes", func(t *testing.T) {
 		out, err := h.run("test", release, "-n", ns, "--timeout", "2m")
 		if err != nil {
-			t.Fatalf("helm test: %v\n%s\n%s", err, out, hookLogs(k, ns, hook))
+			t.Fatalf("helm test: %v\n%s\n%s", err, out, hookLogs(cs, ns, hook))
 		}
 		if !strings.Contains(out, "TEST SUITE:     "+hook) || !strings.Contains(out, "Phase:          Succeeded") {
 			t.Errorf("helm test passed without reporting the hook %s as Succeeded:\n%s", hook, out)
 		}
 		for _, job := range []string{"couponbase1", "couponbase2", "couponbase3"} {
-			logs, err := k.Logs(ns, hook, "preflight-"+job)
+			logs, err := containerLogs(cs, ns, hook, "preflight-"+job)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,7 +113,7 @@ func TestHelmTestPreflight(t *testing.T) {
 		}
 		for _, file := range []string{"couponbase2.gz", "couponbase3.gz"} {
 			name := "preflight-" + strings.TrimSuffix(file, ".gz")
-			logs, err := k.Logs(ns, hook, name)
+			logs, err := containerLogs(cs, ns, hook, name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -145,10 +140,10 @@ func TestHelmTestPreflight(t *testing.T) {
 }
 
 // hookLogs is a failure message's account of the hook pod's containers.
-func hookLogs(k *kubelet.Kubelet, ns, pod string) string {
+func hookLogs(cs kubernetes.Interface, ns, pod string) string {
 	var b strings.Builder
 	for _, job := range []string{"couponbase1", "couponbase2", "couponbase3"} {
-		logs, err := k.Logs(ns, pod, "preflight-"+job)
+		logs, err := containerLogs(cs, ns, pod, "preflight-"+job)
 		if err != nil {
 			logs = err.Error()
 		}

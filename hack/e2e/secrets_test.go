@@ -20,8 +20,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/couponpipeline/coupon-producer/hack/e2e/kubelet"
 )
 
 // TestChartSecretsMounted installs the chart with SASL and TLS from existing
@@ -34,7 +32,8 @@ import (
 // name the chart configured.
 func TestChartSecretsMounted(t *testing.T) {
 	c := needCluster(t)
-	producer, coupongen := repoBinaries(t)
+	needImage(t)
+	coupongen := buildCoupongen(t)
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns, release, password = "secrets", "sec", "Scram-pa55-from-a-Secret"
@@ -56,7 +55,8 @@ func TestChartSecretsMounted(t *testing.T) {
 
 	// The "broker": a TLS endpoint that requires a client certificate
 	// signed by the test CA and reports the name of each one it verified.
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+	// It listens on the node's bridge, where pods reach the host.
+	ln, err := tls.Listen("tcp", net.JoinHostPort(node.Network.HostIP.String(), "0"), &tls.Config{
 		Certificates: []tls.Certificate{pki.server},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    pki.pool,
@@ -92,14 +92,9 @@ func TestChartSecretsMounted(t *testing.T) {
 		t.Fatalf("coupongen: %v\n%s", err, out)
 	}
 	hostPathPV(t, cs, "secrets-data", data, "e2e-secrets", ns, release+"-coupon-producer-data", corev1.ReadWriteOnce)
-	k := startKubelet(t, c, "node-secrets", []string{ns}, map[string]kubelet.Image{producerImage: {
-		Entrypoint: []string{"/usr/local/bin/coupon-producer"},
-		User:       "65532:65532",
-		Files:      map[string]string{"/usr/local/bin/coupon-producer": producer},
-	}})
 	h := newHelm(t, c)
 	h.must("install", release, chartDir, "-n", ns, "-f", chartDir+"/ci/sasl-tls-values.yaml",
-		"--set", "image.repository=coupon-producer", "--set", "image.tag=e2e", "--set", "image.pullPolicy=Never",
+		"--set", "image.repository="+producerRepo, "--set", "image.tag="+producerTag, "--set", "image.pullPolicy=Never",
 		"--set", "kafka.brokers={"+ln.Addr().String()+"}",
 		"--set", "producer.connectTimeout=3s",
 		"--set", "data.persistence.storageClass=e2e-secrets",
@@ -134,7 +129,7 @@ func TestChartSecretsMounted(t *testing.T) {
 	}
 
 	t.Run("the password is read from its Secret and never printed", func(t *testing.T) {
-		out := runPod(t, cs, k, ns, podWith("print-config", "--print-config"))
+		out := runPod(t, cs, ns, podWith("print-config", "--print-config"))
 		noPassword(t, out)
 		for _, want := range []string{
 			`sasl-mechanism: "SCRAM-SHA-512"`,
@@ -151,7 +146,7 @@ func TestChartSecretsMounted(t *testing.T) {
 	})
 
 	t.Run("the client certificate from its Secret is presented and verified", func(t *testing.T) {
-		code, out := runPodCode(t, cs, k, ns, podWith("preflight", "--preflight"))
+		code, out := runPodCode(t, cs, ns, podWith("preflight", "--preflight"))
 		noPassword(t, out)
 		select {
 		case cn := <-verified:
