@@ -207,16 +207,23 @@ func kafkaJars() (java, lib string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("no java for the test broker: %w", err)
 	}
-	cache := os.Getenv("KAFKA_LOCAL_CACHE")
-	if cache == "" {
+	// KAFKA_LOCAL_CACHE as kafka-local.sh reads it, else its default
+	// cache folder (the older name too).
+	caches := []string{os.Getenv("KAFKA_LOCAL_CACHE")}
+	if caches[0] == "" {
 		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "coupon-pipeline", "kafka-"+kafkaVersion)
+		caches = []string{
+			filepath.Join(home, ".cache", "coupon-producer", "kafka-"+kafkaVersion),
+			filepath.Join(home, ".cache", "coupon-pipeline", "kafka-"+kafkaVersion),
+		}
 	}
-	lib = filepath.Join(cache, "lib")
-	if m, _ := filepath.Glob(filepath.Join(lib, "kafka_2.13-*.jar")); len(m) == 0 {
-		return "", "", fmt.Errorf("no Kafka jars in %s: run hack/kafka-local/kafka-local.sh fetch", lib)
+	for _, cache := range caches {
+		lib = filepath.Join(cache, "lib")
+		if m, _ := filepath.Glob(filepath.Join(lib, "kafka_2.13-*.jar")); len(m) > 0 {
+			return java, lib, nil
+		}
 	}
-	return java, lib, nil
+	return "", "", fmt.Errorf("no Kafka jars in %s: run hack/kafka-local/kafka-local.sh fetch", strings.Join(caches, " or "))
 }
 
 // needCluster skips the test when the cluster cannot run here (never with

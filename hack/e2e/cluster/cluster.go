@@ -207,6 +207,9 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
+		// Since 1.37 the endpoint reconciler refuses a loopback address
+		// for the kubernetes Service; no pod here talks to the API.
+		"--endpoint-reconciler-type=none",
 		fmt.Sprintf("--secure-port=%d", apiPort),
 		"--tls-cert-file="+c.path("apiserver.crt"),
 		"--tls-private-key-file="+c.path("apiserver.key"),
