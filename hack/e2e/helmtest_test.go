@@ -54,6 +54,9 @@ func TestHelmTestPreflight(t *testing.T) {
 	hook := release + "-coupon-producer-preflight"
 
 	t.Run("every file there and gzip: helm test passes", func(t *testing.T) {
+		// Helm deletes the hook pod once it succeeded, and its logs with it:
+		// they are followed from its start.
+		lc := collectLogs(t, cs, ns)
 		out, err := h.run("test", release, "-n", ns, "--timeout", "2m")
 		if err != nil {
 			t.Fatalf("helm test: %v\n%s\n%s", err, out, hookLogs(cs, ns, hook))
@@ -62,7 +65,7 @@ func TestHelmTestPreflight(t *testing.T) {
 			t.Errorf("helm test passed without reporting the hook %s as Succeeded:\n%s", hook, out)
 		}
 		for _, job := range []string{"couponbase1", "couponbase2", "couponbase3"} {
-			logs, err := containerLogs(cs, ns, hook, "preflight-"+job)
+			logs, err := lc.Logs(hook, "preflight-"+job)
 			if err != nil {
 				t.Fatal(err)
 			}

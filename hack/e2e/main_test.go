@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -424,3 +425,121 @@ func describePods(pods []corev1.Pod) string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// logCollector follows the output of every container of a namespace from
+// the moment it starts, as `kubectl logs -f` would, so that the output
+// outlives the pod: the kubelet's logs go when the pod is deleted (Helm
+// deletes a test hook that succeeded).
+type logCollector struct {
+	mu      sync.Mutex
+	streams map[string]*logStream // by pod/container
+	wg      sync.WaitGroup
+	stopped chan struct{}
+}
+
+// logStream is one container's output; done is closed when it ends.
+type logStream struct {
+	b    strings.Builder
+	err  error
+	done chan struct{}
+}
+
+// collectLogs starts a collector for namespace ns, stopped when the test
+// ends.
+func collectLogs(t *testing.T, cs kubernetes.Interface, ns string) *logCollector {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	lc := &logCollector{streams: map[string]*logStream{}, stopped: make(chan struct{})}
+	go func() {
+		<-lc.stopped
+		cancel()
+	}()
+	follow := func(pod, container string, ls *logStream) {
+		defer lc.wg.Done()
+		defer close(ls.done)
+		rc, err := cs.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container, Follow: true}).Stream(ctx)
+		if err != nil {
+			lc.mu.Lock()
+			ls.err = err
+			lc.mu.Unlock()
+			return
+		}
+		defer rc.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := rc.Read(buf)
+			lc.mu.Lock()
+			ls.b.Write(buf[:n])
+			lc.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}
+	lc.wg.Add(1)
+	go func() {
+		defer lc.wg.Done()
+		defer w.Stop()
+		for ev := range w.ResultChan() {
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			for _, st := range p.Status.ContainerStatuses {
+				if st.State.Running == nil && st.State.Terminated == nil {
+					continue
+				}
+				key := p.Name + "/" + st.Name
+				lc.mu.Lock()
+				_, seen := lc.streams[key]
+				if !seen {
+					ls := &logStream{done: make(chan struct{})}
+					lc.streams[key] = ls
+					lc.wg.Add(1)
+					go follow(p.Name, st.Name, ls)
+				}
+				lc.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(lc.Stop)
+	return lc
+}
+
+// Logs returns a container's whole output once its stream has ended (the
+// container exited), waiting up to 30 s for that.
+func (lc *logCollector) Logs(pod, container string) (string, error) {
+	key := pod + "/" + container
+	lc.mu.Lock()
+	ls, ok := lc.streams[key]
+	lc.mu.Unlock()
+	if !ok {
+		return "", fmt.Errorf("no output of %s collected: the container was never seen started", key)
+	}
+	select {
+	case <-ls.done:
+	case <-time.After(30 * time.Second):
+		return "", fmt.Errorf("the output of %s did not end within 30s", key)
+	}
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if ls.err != nil {
+		return "", fmt.Errorf("logs of %s: %w", key, ls.err)
+	}
+	return ls.b.String(), nil
+}
+
+// Stop ends the collector's watch and streams.
+func (lc *logCollector) Stop() {
+	select {
+	case <-lc.stopped:
+	default:
+		close(lc.stopped)
+	}
+	lc.wg.Wait()
+}
