@@ -42,16 +42,7 @@ func TestProducerSandbox(t *testing.T) {
 		"pod-security.kubernetes.io/enforce":         "restricted",
 		"pod-security.kubernetes.io/enforce-version": "latest",
 	})
-	pki := newTestPKI(t, "kafka.example.internal")
-	for name, data := range map[string]map[string][]byte{
-		"kafka-client-tls":  {"ca.crt": pki.caPEM, "tls.crt": pki.clientCertPEM, "tls.key": pki.clientKeyPEM},
-		"kafka-client-sasl": {"scram-password": []byte("not-printed")},
-	} {
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: data}
-		if _, err := cs.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	kafkaSecrets(t, cs, ns, "not-printed")
 	data := t.TempDir()
 	hostPathPV(t, cs, "sandbox-data", data, "e2e-sandbox", ns, release+"-coupon-producer-data", corev1.ReadWriteOnce)
 	h := newHelm(t, c)

@@ -20,6 +20,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 // TestChartSecretsMounted installs the chart with SASL and TLS from existing
@@ -42,16 +43,7 @@ func TestChartSecretsMounted(t *testing.T) {
 		"pod-security.kubernetes.io/enforce-version": "latest",
 	})
 
-	pki := newTestPKI(t, "kafka.example.internal")
-	for name, data := range map[string]map[string][]byte{
-		"kafka-client-tls":  {"ca.crt": pki.caPEM, "tls.crt": pki.clientCertPEM, "tls.key": pki.clientKeyPEM},
-		"kafka-client-sasl": {"scram-password": []byte(password)},
-	} {
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: data}
-		if _, err := cs.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pki := kafkaSecrets(t, cs, ns, password)
 
 	// The "broker": a TLS endpoint that requires a client certificate
 	// signed by the test CA and reports the name of each one it verified.
@@ -161,6 +153,24 @@ func TestChartSecretsMounted(t *testing.T) {
 			t.Errorf("exit %d, want 1 naming %s:\n%s", code, ln.Addr(), out)
 		}
 	})
+}
+
+// kafkaSecrets creates the Secrets that ci/sasl-tls-values.yaml names in
+// ns: kafka-client-tls with a new test PKI's CA and client certificate,
+// kafka-client-sasl with the password; it returns the PKI.
+func kafkaSecrets(t *testing.T, cs kubernetes.Interface, ns, password string) testPKI {
+	t.Helper()
+	pki := newTestPKI(t, "kafka.example.internal")
+	for name, data := range map[string]map[string][]byte{
+		"kafka-client-tls":  {"ca.crt": pki.caPEM, "tls.crt": pki.clientCertPEM, "tls.key": pki.clientKeyPEM},
+		"kafka-client-sasl": {"scram-password": []byte(password)},
+	} {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: data}
+		if _, err := cs.CoreV1().Secrets(ns).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pki
 }
 
 // testPKI is a CA, a server certificate for 127.0.0.1 and serverName, and a

@@ -74,11 +74,17 @@ num.io.threads=2
 `, addr, addr, filepath.Join(opts.Dir, "data"))), 0o600); err != nil {
 		return nil, err
 	}
-	id := make([]byte, 16)
-	_, _ = rand.Read(id)
+	// A cluster ID is 16 random bytes in URL-safe base64; one starting
+	// with '-' would read as an option to the storage tool.
+	var clusterID string
+	for clusterID == "" || clusterID[0] == '-' {
+		id := make([]byte, 16)
+		_, _ = rand.Read(id)
+		clusterID = base64.RawURLEncoding.EncodeToString(id)
+	}
 	cp := filepath.Join(opts.Lib, "*")
 	format := exec.CommandContext(ctx, opts.Java, "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", cp,
-		"kafka.tools.StorageTool", "format", "-t", base64.RawURLEncoding.EncodeToString(id), "-c", props)
+		"kafka.tools.StorageTool", "format", "-t", clusterID, "-c", props)
 	if out, err := format.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("format broker storage: %v\n%s", err, out)
 	}
