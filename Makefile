@@ -50,17 +50,20 @@ test-unit:
 fuzz:
 	go test -run XXX -fuzz FuzzExtract -fuzztime 60s ./pkg/extract
 
+# The end-to-end benchmark (hack/bench; settings in docs/performance.md).
 bench: build
-	bash hack/bench.sh
+	go run ./hack/bench
 
+# The local broker of make demo (hack/kafkactl; settings in `go run
+# ./hack/kafkactl help`).
 kafka-up:
-	hack/kafka-local/kafka-local.sh start
+	go run ./hack/kafkactl start
 
 kafka-down:
-	hack/kafka-local/kafka-local.sh stop
+	go run ./hack/kafkactl stop
 
 kafka-clean:
-	hack/kafka-local/kafka-local.sh clean
+	go run ./hack/kafkactl clean
 
 clean:
 	rm -rf $(BIN)

@@ -8,7 +8,7 @@ DEMO_LINES=${DEMO_LINES:-3000000}
 bin/coupongen -dir "$DATA" -lines "$DEMO_LINES"
 
 if [[ -z "${KAFKA_BROKERS:-}" ]]; then
-  KAFKA_BROKERS=$(hack/kafka-local/kafka-local.sh start | tail -n 1)
+  KAFKA_BROKERS=$(go run ./hack/kafkactl start | tail -n 1)
   echo "demo: local Kafka broker on $KAFKA_BROKERS (stop it with: make kafka-down)" >&2
 fi
 export KAFKA_BROKERS

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-kafka=hack/kafka-local/kafka-local.sh
+kafka() { go run ./hack/kafkactl "$@"; }
 # The tests' broker is not the demo's (make demo, make kafka-up): its own
 # port and state, emptied before it starts, so that topics the tests write
 # (couponbase1.gz among them) never mix with the demo's counts, and every
@@ -17,11 +17,11 @@ export KAFKA_LOCAL_DIR=${KAFKA_LOCAL_DIR:-$(pwd)/.kafka-test}
 started=""
 if [[ -z "${COUPON_TEST_BROKERS:-}" ]]; then
   if command -v java >/dev/null && command -v mvn >/dev/null; then
-    if ! "$kafka" status >/dev/null 2>&1; then
+    if ! kafka status >/dev/null 2>&1; then
       started=yes
-      "$kafka" clean >/dev/null
+      kafka clean >/dev/null
     fi
-    if brokers=$("$kafka" start | tail -n 1); then
+    if brokers=$(kafka start | tail -n 1); then
       export COUPON_TEST_BROKERS="$brokers"
     elif [[ "${CI:-}" == "true" ]]; then
       echo "test: the local Kafka broker did not start" >&2
@@ -34,7 +34,7 @@ if [[ -z "${COUPON_TEST_BROKERS:-}" ]]; then
     echo "test: no java/mvn: the real-broker tests will skip (install Java 17 and Maven, or set COUPON_TEST_BROKERS)" >&2
   fi
 fi
-stop_broker() { if [[ -n "$started" ]]; then "$kafka" stop || true; fi; }
+stop_broker() { if [[ -n "$started" ]]; then kafka stop || true; fi; }
 trap stop_broker EXIT
 
 echo "== producer: vet and tests (brokers: ${COUPON_TEST_BROKERS:-none})"

@@ -10,10 +10,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/couponpipeline/coupon-producer/pkg/kafkatest"
 )
 
 // The fault suite: real Apache Kafka brokers owned by each test (see
-// cluster_test.go), broken while the producer publishes a file. Each test
+// startKafka), broken while the producer publishes a file. Each test
 // checks the exit code and reads the topic back.
 
 // produceFor runs the producer on file to topic with frequent progress
@@ -125,52 +127,48 @@ func createTopic(t *testing.T, brokers, topic string, partitions int32, rf int16
 	}
 }
 
-// TestFaultBrokerKilledAndRestarted kills the broker with SIGKILL mid-file
-// and starts it again: the producer retries within its delivery timeout
-// and every code is in the topic once (default lz4).
-func TestFaultBrokerKilledAndRestarted(t *testing.T) {
-	c := startKafka(t, 1, 23110, nil)
-	file := generate(t, 3_000_000, 21)
-	topic := uniqueTopic("fault-kill")
-	log, code := produceFor(t, 4*time.Minute, c.Bootstrap(), topic, file, func(*exec.Cmd) {
-		c.Kill(1)
-		time.Sleep(2 * time.Second)
-		c.Restart(1)
-	}, "--partitions", "6")
-	if code != 0 {
-		t.Fatalf("exit %d after a broker crash and restart, want 0:\n%s", code, tail(log))
+// TestFaultBrokerRestart stops the broker mid-file, with SIGKILL as a
+// crash does or with SIGTERM as a graceful shutdown does, and starts it
+// again: the producer retries within its delivery timeout, exits 0, and
+// the topic holds exactly the file's codes (default lz4).
+func TestFaultBrokerRestart(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		port int
+		stop func(*kafkatest.Cluster, int) error
+	}{
+		{"SIGKILL", 23110, (*kafkatest.Cluster).Kill},
+		{"SIGTERM", 23114, (*kafkatest.Cluster).Stop},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			k := startKafka(t, 1, c.port)
+			file := generate(t, 3_000_000, 21)
+			topic := uniqueTopic("fault-restart")
+			log, code := produceFor(t, 4*time.Minute, k.Bootstrap(), topic, file, func(*exec.Cmd) {
+				must(t, c.stop(k, 1))
+				time.Sleep(2 * time.Second)
+				must(t, k.Restart(context.Background(), 1))
+			}, "--partitions", "6")
+			if code != 0 {
+				t.Fatalf("exit %d after a broker %s and restart, want 0:\n%s", code, c.name, tail(log))
+			}
+			checkTopic(t, k.Bootstrap(), topic, file, log)
+		})
 	}
-	checkTopic(t, c.Bootstrap(), topic, file, log)
-}
-
-// TestKafkaBrokerRestart stops the broker gracefully mid-file and starts it
-// again: exit 0, and the topic holds exactly the file's codes.
-func TestKafkaBrokerRestart(t *testing.T) {
-	c := startKafka(t, 1, 23114, nil)
-	file := generate(t, 3_000_000, 11)
-	topic := uniqueTopic("it-restart")
-	log, code := produceFor(t, 4*time.Minute, c.Bootstrap(), topic, file, func(*exec.Cmd) {
-		c.Stop(1)
-		c.Restart(1)
-	}, "--partitions", "4")
-	if code != 0 {
-		t.Fatalf("exit %d after a broker restart, want 0:\n%s", code, tail(log))
-	}
-	checkTopic(t, c.Bootstrap(), topic, file, log)
 }
 
 // TestFaultBrokerDownPastDeliveryTimeout keeps the broker down longer than
 // the delivery timeout: exit 1, and the topic holds what the summary says.
 func TestFaultBrokerDownPastDeliveryTimeout(t *testing.T) {
-	c := startKafka(t, 1, 23118, nil)
+	c := startKafka(t, 1, 23118)
 	file := generate(t, 3_000_000, 22)
 	topic := uniqueTopic("fault-down")
-	log, code := produceFor(t, 3*time.Minute, c.Bootstrap(), topic, file, func(*exec.Cmd) { c.Kill(1) },
+	log, code := produceFor(t, 3*time.Minute, c.Bootstrap(), topic, file, func(*exec.Cmd) { must(t, c.Kill(1)) },
 		"--partitions", "6", "--delivery-timeout", "8s")
 	if code != 1 {
 		t.Fatalf("exit %d with the broker down past the delivery timeout, want 1:\n%s", code, tail(log))
 	}
-	c.Restart(1)
+	must(t, c.Restart(context.Background(), 1))
 	if d, _ := checkTopic(t, c.Bootstrap(), topic, file, log); d == 0 {
 		t.Logf("nothing was delivered before the broker went down")
 	}
@@ -182,7 +180,7 @@ func TestFaultBrokerDownPastDeliveryTimeout(t *testing.T) {
 // With two of three nodes down, NOT_ENOUGH_REPLICAS (or no leader) is
 // retried until the delivery timeout: exit 1, accounting exact.
 func TestFaultThreeBrokers(t *testing.T) {
-	c := startKafka(t, 3, 23130, nil)
+	c := startKafka(t, 3, 23130)
 	brokers := c.Bootstrap()
 	minISR := "2"
 	configs := map[string]*string{"min.insync.replicas": &minISR}
@@ -194,13 +192,13 @@ func TestFaultThreeBrokers(t *testing.T) {
 		victim := 0
 		log, code := produceFor(t, 4*time.Minute, brokers, topic, file, func(*exec.Cmd) {
 			victim = busiestLeader(t, brokers, topic)
-			c.Kill(victim)
+			must(t, c.Kill(victim))
 		})
 		if code != 0 {
 			t.Fatalf("exit %d after the leader of several partitions died, want 0:\n%s", code, tail(log))
 		}
 		checkTopic(t, brokers, topic, file, log)
-		c.Restart(victim)
+		must(t, c.Restart(context.Background(), victim))
 	})
 
 	t.Run("two of three down", func(t *testing.T) {
@@ -208,14 +206,14 @@ func TestFaultThreeBrokers(t *testing.T) {
 		topic := uniqueTopic("fault-no-isr")
 		createTopic(t, brokers, topic, 6, 3, configs)
 		log, code := produceFor(t, 3*time.Minute, brokers, topic, file, func(*exec.Cmd) {
-			c.Kill(2)
-			c.Kill(3)
+			must(t, c.Kill(2))
+			must(t, c.Kill(3))
 		}, "--delivery-timeout", "10s")
 		if code != 1 {
 			t.Fatalf("exit %d with two of three nodes down, want 1:\n%s", code, tail(log))
 		}
-		c.Restart(2)
-		c.Restart(3)
+		must(t, c.Restart(context.Background(), 2))
+		must(t, c.Restart(context.Background(), 3))
 		waitLeaders(t, brokers, topic)
 		checkTopic(t, brokers, topic, file, log)
 	})
@@ -273,7 +271,7 @@ func waitLeaders(t *testing.T, brokers, topic string) {
 func TestFaultNetworkBlackhole(t *testing.T) {
 	const proxyPort, brokerPort = 23150, 23140
 	hole := newBlackhole(t, proxyPort, fmt.Sprintf("127.0.0.1:%d", brokerPort))
-	c := startKafka(t, 1, brokerPort, func(int) int { return proxyPort })
+	c := startKafka(t, 1, brokerPort, kafkatest.AdvertisedPort(func(int) int { return proxyPort }))
 	file := generate(t, 3_000_000, 25)
 	topic := uniqueTopic("fault-blackhole")
 	log, code := produceFor(t, 3*time.Minute, c.Bootstrap(), topic, file, func(*exec.Cmd) {
@@ -290,7 +288,7 @@ func TestFaultNetworkBlackhole(t *testing.T) {
 // TestFaultSIGTERM stops a run midway on a healthy broker: exit 143 within
 // the shutdown timeout, and the topic holds exactly the delivered count.
 func TestFaultSIGTERM(t *testing.T) {
-	c := startKafka(t, 1, 23152, nil)
+	c := startKafka(t, 1, 23152)
 	file := generate(t, 3_000_000, 26)
 	topic := uniqueTopic("fault-sigterm")
 	var signaled time.Time

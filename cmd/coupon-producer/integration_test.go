@@ -21,11 +21,12 @@ import (
 
 	"github.com/couponpipeline/coupon-producer/pkg/extract"
 	"github.com/couponpipeline/coupon-producer/pkg/gen"
+	"github.com/couponpipeline/coupon-producer/pkg/kafkatest"
 	"github.com/couponpipeline/coupon-producer/pkg/source"
 )
 
 // The integration tests run against a real Apache Kafka broker named by
-// COUPON_TEST_BROKERS; `make test` starts one (hack/kafka-local). In CI
+// COUPON_TEST_BROKERS; `make test` starts one (hack/kafkactl). In CI
 // (CI=true) they must run: a missing broker fails them instead of skipping.
 func testBrokers(t *testing.T) string {
 	t.Helper()
@@ -36,7 +37,7 @@ func testBrokers(t *testing.T) string {
 	if os.Getenv("CI") == "true" {
 		t.Fatal("CI=true but COUPON_TEST_BROKERS is not set: the real-broker tests must run in CI")
 	}
-	t.Skip("no real broker: run `make test` (starts hack/kafka-local), or set COUPON_TEST_BROKERS=host:port")
+	t.Skip("no real broker: run `make test` (starts one with hack/kafkactl), or set COUPON_TEST_BROKERS=host:port")
 	return ""
 }
 
@@ -115,21 +116,10 @@ func readTopic(t *testing.T, brokers, topic string) []*kgo.Record {
 // records, so every offset is a record).
 func topicCount(t *testing.T, brokers, topic string) int64 {
 	t.Helper()
-	adm := newAdmin(t, brokers)
-	ctx := context.Background()
-	starts, err := adm.ListStartOffsets(ctx, topic)
+	n, err := kafkatest.RecordCount(context.Background(), newAdmin(t, brokers), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	ends.Each(func(o kadm.ListedOffset) {
-		s, _ := starts.Lookup(topic, o.Partition)
-		n += o.Offset - s.Offset
-	})
 	return n
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/couponpipeline/coupon-producer/pkg/kafkatest"
 )
 
 // The ports of the secure node: startKafka's PLAINTEXT and controller
@@ -25,19 +27,18 @@ const (
 // (name: password, in the listener's JAAS config, as brokers define them);
 // SCRAM users from scram, created through the admin API as an operator
 // does. It returns the cluster and the SASL_SSL and mutual-TLS addresses.
-func startSecureKafka(t *testing.T, pki *testPKI, plain map[string]string, scram []kadm.UpsertSCRAM) (c *kafkaCluster, sasl, mtls string) {
+func startSecureKafka(t *testing.T, pki *testPKI, plain map[string]string, scram []kadm.UpsertSCRAM) (c *kafkatest.Cluster, sasl, mtls string) {
 	t.Helper()
 	var users strings.Builder
 	for u, pw := range plain {
 		fmt.Fprintf(&users, " user_%s=%q", u, pw)
 	}
-	c = startKafka(t, 1, securePort, nil,
-		withDirPrefix("kafka-secure"),
-		withListener("SASL_SSL", "SASL_SSL", secureSASLPort),
-		withListener("MTLS", "SSL", secureMTLSPort),
+	c = startKafka(t, 1, securePort,
+		kafkatest.Listener("SASL_SSL", "SASL_SSL", secureSASLPort),
+		kafkatest.Listener("MTLS", "SSL", secureMTLSPort),
 		// The broker reads its certificate, key and trusted CA as PEM text
 		// in the properties: no keytool, no key store password.
-		withProperties(
+		kafkatest.Properties(
 			"ssl.keystore.type=PEM",
 			"ssl.keystore.certificate.chain="+pemProperty(t, pki.BrokerCert),
 			"ssl.keystore.key="+pemProperty(t, pki.BrokerKey),

@@ -1,6 +1,7 @@
 // Command topiccount prints how many records each topic holds: the sum over
-// its partitions of the end offset minus the start offset, as Kafka's
-// GetOffsetShell would give. Exit status 1 if a topic is missing.
+// its partitions of the end offset minus the start offset
+// (kafkatest.RecordCount, the one count the demo, the benchmark and the
+// tests use). Exit status 1 if a topic is missing.
 package main
 
 import (
@@ -13,6 +14,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/couponpipeline/coupon-producer/pkg/kafkatest"
 )
 
 func main() {
@@ -34,38 +37,15 @@ func main() {
 	adm := kadm.NewClient(cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	starts, err := adm.ListStartOffsets(ctx, flag.Args()...)
-	if err != nil {
-		fatal(err)
-	}
-	ends, err := adm.ListEndOffsets(ctx, flag.Args()...)
-	if err != nil {
-		fatal(err)
-	}
 	status := 0
 	for _, topic := range flag.Args() {
-		var total int64
-		var terr error
-		ends.Each(func(o kadm.ListedOffset) {
-			if o.Topic != topic {
-				return
-			}
-			if o.Err != nil {
-				terr = o.Err
-				return
-			}
-			s, _ := starts.Lookup(topic, o.Partition)
-			total += o.Offset - s.Offset
-		})
-		if _, ok := ends[topic]; !ok && terr == nil {
-			terr = fmt.Errorf("no such topic")
-		}
-		if terr != nil {
-			fmt.Fprintf(os.Stderr, "topiccount: %s: %v\n", topic, terr)
+		n, err := kafkatest.RecordCount(ctx, adm, topic)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "topiccount: %v\n", err)
 			status = 1
 			continue
 		}
-		fmt.Printf("%s\t%d\n", topic, total)
+		fmt.Printf("%s\t%d\n", topic, n)
 	}
 	os.Exit(status)
 }

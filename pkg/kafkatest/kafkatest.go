@@ -1,6 +1,10 @@
-// Package kafkatest holds the helpers of the engine's kfake tests: test
-// codes, broker errors injected into a kfake cluster, and reading a topic
-// back exactly.
+// Package kafkatest holds what tests, the demo and the benchmark need of
+// Kafka: the helpers of the engine's kfake tests (test codes, broker errors
+// injected into a kfake cluster, reading a topic back exactly), the one
+// launcher of real Apache Kafka brokers (Dist fetches the jars of the
+// pom's version, Start runs one node or a KRaft cluster, with Kill, Stop
+// and Restart for fault tests), and RecordCount, the one way records are
+// counted.
 package kafkatest
 
 import (
