@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/couponpipeline/coupon-producer/hack/e2e/cluster"
+	"github.com/couponpipeline/coupon-producer/pkg/kafkatest"
 )
 
 // The single-node cluster every test shares (each test works in namespaces
@@ -26,7 +27,7 @@ import (
 var (
 	shared     *cluster.Cluster
 	node       *cluster.Node
-	broker     *cluster.Broker
+	broker     *kafkatest.Cluster
 	skipReason string
 	// noImage says why the producer's image is missing (COUPON_IMAGE_TAR
 	// unset outside CI); the tests that run it skip then.
@@ -39,11 +40,10 @@ var (
 // (NodeOptions.Prefix), the pod subnet on that bridge, and the broker's
 // network namespace joined to it.
 const (
-	nodePrefix   = "cpn"
-	podSubnet    = "10.251.14.0/24"
-	brokerNetns  = "cpn-kafka"
-	imageTarEnv  = "COUPON_IMAGE_TAR"
-	kafkaVersion = "4.4.0"
+	nodePrefix  = "cpn"
+	podSubnet   = "10.251.14.0/24"
+	brokerNetns = "cpn-kafka"
+	imageTarEnv = "COUPON_IMAGE_TAR"
 )
 
 // The producer's image, as hack/image/build.sh tags the one it builds from
@@ -84,7 +84,7 @@ func run(m *testing.M) int {
 		}
 		noImage = imageTarEnv + " is not set: build the image with hack/image/build.sh and set it to the tarball's path"
 	}
-	java, kafkaLib, err := kafkaJars()
+	dist, err := kafkaDist()
 	if err != nil {
 		if ci {
 			fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -97,7 +97,10 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	code := runWith(m, dir, imageTar, java, kafkaLib)
+	code := runWith(m, dir, imageTar, dist)
+	if builtDir != "" {
+		os.RemoveAll(builtDir)
+	}
 	if code == 0 {
 		os.RemoveAll(dir)
 	} else {
@@ -108,7 +111,7 @@ func run(m *testing.M) int {
 
 // runWith starts the cluster, its node and the broker, runs the tests and
 // stops everything again, whatever the tests did.
-func runWith(m *testing.M, dir, imageTar, java, kafkaLib string) int {
+func runWith(m *testing.M, dir, imageTar string, dist *kafkatest.Dist) int {
 	bins := map[string]string{}
 	for _, cmd := range []string{"e2eprobe", "pause"} {
 		bins[cmd] = filepath.Join(dir, cmd)
@@ -182,49 +185,41 @@ func runWith(m *testing.M, dir, imageTar, java, kafkaLib string) int {
 			return 1
 		}
 		t2 := time.Now()
-		broker, err = cluster.StartBroker(ctx, cluster.BrokerOptions{Java: java, Lib: kafkaLib, Dir: filepath.Join(dir, "kafka"), Netns: brokerNetns, IP: ip})
+		// The broker listens on and advertises its namespace's address on
+		// the bridge: pods and the test process reach it alike.
+		broker, err = kafkatest.Start(ctx, dist,
+			kafkatest.Host(ip.String()), kafkatest.Port(9092), kafkatest.ControllerPort(9093),
+			kafkatest.Prefix("ip", "netns", "exec", brokerNetns),
+			kafkatest.Dir(filepath.Join(dir, "kafka")))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: start broker:", err)
 			return 1
 		}
 		defer func() {
-			if err := broker.Stop(); err != nil {
+			if err := broker.Stop(1); err != nil {
 				fmt.Fprintln(os.Stderr, "e2e: stop broker:", err)
 			}
 		}()
-		fmt.Fprintf(os.Stderr, "e2e: broker %s in network namespace %s ready in %s\n", broker.Addr, brokerNetns, time.Since(t2).Round(time.Millisecond))
+		fmt.Fprintf(os.Stderr, "e2e: broker %s in network namespace %s ready in %s\n", broker.Bootstrap(), brokerNetns, time.Since(t2).Round(time.Millisecond))
 	}
 	shared, node = c, n
 	return m.Run()
 }
 
-// kafkaJars finds java and the Kafka jars that
-// hack/kafka-local/kafka-local.sh fetch caches.
-func kafkaJars() (java, lib string, err error) {
-	java, err = exec.LookPath("java")
-	if home := os.Getenv("JAVA_HOME"); home != "" {
-		java, err = filepath.Join(home, "bin", "java"), nil
-	}
+// kafkaDist returns the project's Kafka release, once java runs and its
+// jars are fetched (go run ./hack/kafkactl fetch).
+func kafkaDist() (*kafkatest.Dist, error) {
+	d, err := kafkatest.FindDist()
 	if err != nil {
-		return "", "", fmt.Errorf("no java for the test broker: %w", err)
+		return nil, err
 	}
-	// KAFKA_LOCAL_CACHE as kafka-local.sh reads it, else its default
-	// cache folder (the older name too).
-	caches := []string{os.Getenv("KAFKA_LOCAL_CACHE")}
-	if caches[0] == "" {
-		home, _ := os.UserHomeDir()
-		caches = []string{
-			filepath.Join(home, ".cache", "coupon-producer", "kafka-"+kafkaVersion),
-			filepath.Join(home, ".cache", "coupon-pipeline", "kafka-"+kafkaVersion),
-		}
+	if err := d.CheckJava(); err != nil {
+		return nil, fmt.Errorf("the test broker: %w", err)
 	}
-	for _, cache := range caches {
-		lib = filepath.Join(cache, "lib")
-		if m, _ := filepath.Glob(filepath.Join(lib, "kafka_2.13-*.jar")); len(m) > 0 {
-			return java, lib, nil
-		}
+	if !d.Fetched() {
+		return nil, fmt.Errorf("no Kafka %s jars in %s: run go run ./hack/kafkactl fetch", d.Version, d.Lib())
 	}
-	return "", "", fmt.Errorf("no Kafka jars in %s: run hack/kafka-local/kafka-local.sh fetch", strings.Join(caches, " or "))
+	return d, nil
 }
 
 // needCluster skips the test when the cluster cannot run here (never with
@@ -260,7 +255,7 @@ func kafkaBrokers(t *testing.T) []string {
 	if broker == nil {
 		t.Skip("no test broker: " + noBroker)
 	}
-	return []string{broker.Addr}
+	return strings.Split(broker.Bootstrap(), ",")
 }
 
 func adminClient(t *testing.T, c *cluster.Cluster) kubernetes.Interface {

@@ -3,8 +3,8 @@
 // kube-scheduler, the kubelet, containerd, runc and the CNI bridge
 // (StartNode), the Kubernetes binaries built from source by
 // hack/kube/build.sh, listening on free loopback ports with their state in
-// one folder; and a Kafka broker in a network namespace on the node's
-// bridge (StartBroker).
+// one folder; test servers such as the Kafka broker join the node's pod
+// network in network namespaces of their own (Network.AddNamespace).
 package cluster
 
 import (
