@@ -66,10 +66,7 @@ func TestWholeChain(t *testing.T) {
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns = "chain"
-	namespace(t, c, ns, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, ns, restrictedPSS)
 
 	// The data volume: couponbase1.gz as generated, couponbase3.gz
 	// corrupted in the middle, couponbase2.gz larger (1M codes), published

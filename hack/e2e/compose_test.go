@@ -122,10 +122,7 @@ func TestComposeParity(t *testing.T) {
 	}
 	const composeNS, chartNS = "compose", "parity"
 	namespace(t, c, composeNS, nil)
-	namespace(t, c, chartNS, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, chartNS, restrictedPSS)
 	// The chart, with its defaults but the broker, the data claim, the image
 	// that compose builds (so both sides run the same image reference) and
 	// its CronJobs suspended: the test starts the runs.

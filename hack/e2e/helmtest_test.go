@@ -31,10 +31,7 @@ func TestHelmTestPreflight(t *testing.T) {
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns, release = "preflight", "preflight"
-	namespace(t, c, ns, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, ns, restrictedPSS)
 	data := t.TempDir()
 	if err := os.Chmod(data, 0o755); err != nil {
 		t.Fatal(err)

@@ -267,6 +267,13 @@ func adminClient(t *testing.T, c *cluster.Cluster) kubernetes.Interface {
 	return cs
 }
 
+// restrictedPSS are the labels of a namespace that enforces the restricted
+// Pod Security level, as the chart's users run it.
+var restrictedPSS = map[string]string{
+	"pod-security.kubernetes.io/enforce":         "restricted",
+	"pod-security.kubernetes.io/enforce-version": "latest",
+}
+
 // namespace creates a namespace for the test and deletes it afterwards,
 // waiting until it is gone: its pods then are too, and the kubelet has torn
 // them down.

@@ -38,10 +38,7 @@ func TestChartSecretsMounted(t *testing.T) {
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns, release, password = "secrets", "sec", "Scram-pa55-from-a-Secret"
-	namespace(t, c, ns, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, ns, restrictedPSS)
 
 	pki := kafkaSecrets(t, cs, ns, password)
 
