@@ -53,9 +53,10 @@ var (
 
 // The whole chain with the real controllers: the chart installed with
 // helm, one job's schedule every minute; the CronJob controller fires it, the
-// Job controller makes the pod, the test kubelet runs the producer built
-// from this repository with the pod's config file, environment and data
-// volume, and the producer publishes to the real broker. Then a corrupt
+// Job controller makes the pod, the scheduler binds it, the kubelet runs the
+// image built from the Dockerfile with the pod's config file, environment
+// and data volume, and the producer publishes to the real broker. Then a
+// corrupt
 // file fails its Job at once through podFailurePolicy, and a pod killed
 // mid-run is retried and its Job completes.
 func TestWholeChain(t *testing.T) {

@@ -16,8 +16,9 @@ import (
 
 // `helm test` on the real API server: the chart's test hook, one
 // `coupon-producer --preflight` container per job with that job's
-// environment and mounts, is admitted under restricted Pod Security, run by
-// the test kubelet against the real broker and the data volume, and passes
+// environment and mounts, is admitted under restricted Pod Security, run on
+// the real node from the image against the real broker and the data
+// volume, and passes
 // when every file is there and gzip. With one file not gzip and another
 // missing, `helm test` fails, the containers of those two jobs exit 3 (bad
 // input) and each one's log names its file; the third still passes. A
