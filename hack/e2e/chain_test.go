@@ -56,9 +56,8 @@ var (
 // Job controller makes the pod, the scheduler binds it, the kubelet runs the
 // image built from the Dockerfile with the pod's config file, environment
 // and data volume, and the producer publishes to the real broker. Then a
-// corrupt
-// file fails its Job at once through podFailurePolicy, and a pod killed
-// mid-run is retried and its Job completes.
+// corrupt file fails its Job at once through podFailurePolicy, and a pod
+// killed mid-run is retried and its Job completes.
 func TestWholeChain(t *testing.T) {
 	c := needCluster(t)
 	brokers := kafkaBrokers(t)

@@ -18,12 +18,11 @@ import (
 // `coupon-producer --preflight` container per job with that job's
 // environment and mounts, is admitted under restricted Pod Security, run on
 // the real node from the image against the real broker and the data
-// volume, and passes
-// when every file is there and gzip. With one file not gzip and another
-// missing, `helm test` fails, the containers of those two jobs exit 3 (bad
-// input) and each one's log names its file; the third still passes. A
-// variant that breaks restricted Pod Security has its hook pod refused, so
-// the namespace really judges the hook pod.
+// volume, and passes when every file is there and gzip. With one file not
+// gzip and another missing, `helm test` fails, the containers of those two
+// jobs exit 3 (bad input) and each one's log names its file; the third
+// still passes. A variant that breaks restricted Pod Security has its hook
+// pod refused, so the namespace really judges the hook pod.
 func TestHelmTestPreflight(t *testing.T) {
 	c := needCluster(t)
 	brokers := kafkaBrokers(t)
