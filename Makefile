@@ -42,11 +42,14 @@ demo: build
 test:
 	bash hack/test.sh
 
-# The end-to-end tests on a real Kubernetes control plane (hack/e2e); they
-# need root, the binaries of kube-bin and, for the whole chain, a broker in
-# COUPON_TEST_BROKERS (make test provides one).
+# The end-to-end tests on a real single-node Kubernetes (hack/e2e): root,
+# the binaries of kube-bin, containerd, runc, the CNI plugins, Java and the
+# Kafka jars (the broker runs in a network namespace of the tests), and the
+# image built from the Dockerfile (COUPON_IMAGE_TAR, else hack/image/build.sh).
 test-e2e:
-	cd hack/e2e && COUPON_KUBE_BIN=$$(../kube/build.sh --print-dir) go test -count=1 -timeout 30m ./...
+	cd hack/e2e && COUPON_KUBE_BIN=$$(../kube/build.sh --print-dir) \
+	  COUPON_IMAGE_TAR=$${COUPON_IMAGE_TAR:-$$(bash ../image/build.sh | tail -n 1)} \
+	  go test -count=1 -timeout 30m ./...
 
 # Builds kube-apiserver, kube-controller-manager, kubectl, etcd and helm from
 # the Go module proxy into a cache (about 8 minutes once).

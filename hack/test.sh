@@ -73,7 +73,7 @@ else
 fi
 # Needs the binaries hack/kube/build.sh builds (.ci/run builds them) and
 # root; without them the tests skip and say why, except with CI=true.
-echo "== kubernetes: a real API server and controllers, the test kubelet, the chart and the producer end to end"
+echo "== kubernetes: a real node (kubelet, containerd, runc), the chart and the producer's image end to end"
 COUPON_KUBE_BIN=$(hack/kube/build.sh --print-dir)
 export COUPON_KUBE_BIN
 (cd hack/e2e && go vet ./... && go test -count=1 -timeout 30m ./...)

@@ -22,28 +22,27 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-
-	"github.com/couponpipeline/coupon-producer/hack/e2e/kubelet"
 )
 
-// producerImage is the image reference the chain's values give the chart;
-// the test kubelet runs the producer built from cmd/coupon-producer for it,
-// at the image's entrypoint path.
-const producerImage = "coupon-producer:e2e"
-
-// kafkaBrokers returns the real broker the chain publishes to
-// (COUPON_TEST_BROKERS, set by hack/test.sh), or skips: with CI=true it
-// fails instead.
-func kafkaBrokers(t *testing.T) []string {
+// buildCoupongen builds the test data generator from the repository, once per
+// test run; the pods never run a host binary, only the image.
+func buildCoupongen(t *testing.T) string {
 	t.Helper()
-	b := os.Getenv("COUPON_TEST_BROKERS")
-	if b == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("COUPON_TEST_BROKERS is not set: CI=true needs the real broker (hack/test.sh starts one)")
+	buildOnce.Do(func() {
+		builtDir, buildErr = os.MkdirTemp("", "coupon-e2e-bin-")
+		if buildErr != nil {
+			return
 		}
-		t.Skip("COUPON_TEST_BROKERS is not set: start a broker (make kafka-up) and set it, or run make test")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", builtDir+"/", "./cmd/coupongen")
+		cmd.Dir = "../.."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/coupongen: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	return strings.Split(b, ",")
+	return filepath.Join(builtDir, "coupongen")
 }
 
 var (
@@ -52,49 +51,22 @@ var (
 	buildErr  error
 )
 
-// repoBinaries builds coupon-producer and coupongen from the repository,
-// statically (the container's root has no libc), once per test run.
-func repoBinaries(t *testing.T) (producer, coupongen string) {
-	t.Helper()
-	buildOnce.Do(func() {
-		builtDir, buildErr = os.MkdirTemp("", "coupon-e2e-bin-")
-		if buildErr != nil {
-			return
-		}
-		for _, pkg := range []string{"./cmd/coupon-producer", "./cmd/coupongen"} {
-			cmd := exec.Command("go", "build", "-trimpath", "-o", builtDir+"/", pkg)
-			cmd.Dir = "../.."
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(builtDir, "coupon-producer"), filepath.Join(builtDir, "coupongen")
-}
-
 // The whole chain with the real controllers: the chart installed with
 // helm, one job's schedule every minute; the CronJob controller fires it, the
-// Job controller makes the pod, the test kubelet runs the producer built
-// from this repository with the pod's config file, environment and data
-// volume, and the producer publishes to the real broker. Then a corrupt
-// file fails its Job at once through podFailurePolicy, and a pod killed
-// mid-run is retried and its Job completes.
+// Job controller makes the pod, the scheduler binds it, the kubelet runs the
+// image built from the Dockerfile with the pod's config file, environment
+// and data volume, and the producer publishes to the real broker. Then a
+// corrupt file fails its Job at once through podFailurePolicy, and a pod
+// killed mid-run is retried and its Job completes.
 func TestWholeChain(t *testing.T) {
 	c := needCluster(t)
 	brokers := kafkaBrokers(t)
-	producer, coupongen := repoBinaries(t)
+	needImage(t)
+	coupongen := buildCoupongen(t)
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns = "chain"
-	namespace(t, c, ns, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, ns, restrictedPSS)
 
 	// The data volume: couponbase1.gz as generated, couponbase3.gz
 	// corrupted in the middle, couponbase2.gz larger (1M codes), published
@@ -149,8 +121,8 @@ func TestWholeChain(t *testing.T) {
 	values := filepath.Join(t.TempDir(), "values.yaml")
 	if err := os.WriteFile(values, []byte(fmt.Sprintf(`
 image:
-  repository: coupon-producer
-  tag: e2e
+  repository: %s
+  tag: %s
   pullPolicy: Never
 kafka:
   brokers: [%s]
@@ -185,14 +157,9 @@ jobs:
     schedule: "0 3 1 1 *"
     suspend: true
     topic: %s
-`, strings.Join(brokers, ", "), topic("couponbase1.gz"), topic("couponbase2.gz"), topic("couponbase3.gz"))), 0o644); err != nil {
+`, producerRepo, producerTag, strings.Join(brokers, ", "), topic("couponbase1.gz"), topic("couponbase2.gz"), topic("couponbase3.gz"))), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	k := startKubelet(t, c, "node-chain", []string{ns}, map[string]kubelet.Image{producerImage: {
-		Entrypoint: []string{"/usr/local/bin/coupon-producer"},
-		User:       "65532:65532",
-		Files:      map[string]string{"/usr/local/bin/coupon-producer": producer},
-	}})
 	h := newHelm(t, c)
 	h.must("install", "chain", chartDir, "-n", ns, "-f", values)
 	admin, err := kadm.NewOptClient(kgo.SeedBrokers(brokers...))
@@ -225,7 +192,7 @@ jobs:
 		j := waitJob(t, cs, ns, job, 120*time.Second)
 		pods := jobPods(t, cs, ns, job)
 		if cond := jobFinished(j); cond.Type != batchv1.JobComplete || len(pods) != 1 {
-			t.Fatalf("job %s: %s (%s), %d pods;%s\n%s", job, cond.Type, cond.Message, len(pods), describePods(pods), podLogs(k, pods))
+			t.Fatalf("job %s: %s (%s), %d pods;%s\n%s", job, cond.Type, cond.Message, len(pods), describePods(pods), podLogs(cs, pods))
 		}
 		got, err := cs.BatchV1().CronJobs(ns).Get(ctx, cj, metav1.GetOptions{})
 		if err != nil {
@@ -249,12 +216,12 @@ jobs:
 		cond := jobFinished(j)
 		if cond.Type != batchv1.JobFailed || cond.Reason != batchv1.JobReasonPodFailurePolicy || len(pods) != 1 {
 			t.Fatalf("job corrupt: %s (%s: %s), %d pods, want Failed by PodFailurePolicy with one pod;%s\n%s",
-				cond.Type, cond.Reason, cond.Message, len(pods), describePods(pods), podLogs(k, pods))
+				cond.Type, cond.Reason, cond.Message, len(pods), describePods(pods), podLogs(cs, pods))
 		}
 		if term := pods[0].Status.ContainerStatuses[0].State.Terminated; term == nil || term.ExitCode != 3 {
-			t.Fatalf("the producer did not exit 3;%s\n%s", describePods(pods), podLogs(k, pods))
+			t.Fatalf("the producer did not exit 3;%s\n%s", describePods(pods), podLogs(cs, pods))
 		}
-		if logs := podLogs(k, pods); !strings.Contains(logs, "couponbase3.gz") {
+		if logs := podLogs(cs, pods); !strings.Contains(logs, "couponbase3.gz") {
 			t.Errorf("the producer's output does not name the file:\n%s", logs)
 		}
 	})
@@ -272,23 +239,21 @@ jobs:
 		})
 		first := jobPods(t, cs, ns, "killed")
 		if len(first) != 1 || first[0].Status.Phase != corev1.PodRunning {
-			t.Fatalf("want one running pod at the checkpoint;%s\n%s", describePods(first), podLogs(k, first))
+			t.Fatalf("want one running pod at the checkpoint;%s\n%s", describePods(first), podLogs(cs, first))
 		}
-		if err := k.Kill(ns, first[0].Name); err != nil {
-			t.Fatal(err)
-		}
+		killContainer(t, cs, ns, first[0].Name)
 		j := waitJob(t, cs, ns, "killed", 180*time.Second)
 		pods := jobPods(t, cs, ns, "killed")
 		cond := jobFinished(j)
 		if cond.Type != batchv1.JobComplete || len(pods) != 2 || j.Status.Failed != 1 || j.Status.Succeeded != 1 {
 			t.Fatalf("job killed: %s (%s), %d pods, %d failed, %d succeeded; want Complete after one counted retry;%s\n%s",
-				cond.Type, cond.Message, len(pods), j.Status.Failed, j.Status.Succeeded, describePods(pods), podLogs(k, pods))
+				cond.Type, cond.Message, len(pods), j.Status.Failed, j.Status.Succeeded, describePods(pods), podLogs(cs, pods))
 		}
 		sort.Slice(pods, func(a, b int) bool { return pods[a].CreationTimestamp.Before(&pods[b].CreationTimestamp) })
 		if term := pods[0].Status.ContainerStatuses[0].State.Terminated; term == nil || term.ExitCode != 137 {
 			t.Errorf("the killed pod did not end with 137;%s", describePods(pods))
 		}
-		logs, err := k.Logs(ns, pods[1].Name, "producer")
+		logs, err := containerLogs(cs, ns, pods[1].Name, "producer")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -488,21 +453,6 @@ func total(m map[string]int) int {
 		n += v
 	}
 	return n
-}
-
-// podLogs is a failure message's account of the pods' output.
-func podLogs(k *kubelet.Kubelet, pods []corev1.Pod) string {
-	var b strings.Builder
-	for _, p := range pods {
-		for _, c := range p.Spec.Containers {
-			logs, err := k.Logs(p.Namespace, p.Name, c.Name)
-			if err != nil {
-				logs = err.Error()
-			}
-			fmt.Fprintf(&b, "--- %s %s:\n%s\n", p.Name, c.Name, logs)
-		}
-	}
-	return b.String()
 }
 
 // summaryOf returns the fields of the producer's summary line ("file done")

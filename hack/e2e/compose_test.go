@@ -1,15 +1,12 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -25,8 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
-
-	"github.com/couponpipeline/coupon-producer/hack/e2e/kubelet"
 )
 
 // The compose file and the Dockerfile, from this folder.
@@ -58,11 +53,11 @@ var deliberateDifferences = []string{"progress-interval"}
 // purpose (deliberateDifferences).
 //
 // There is no Docker engine here, so the service becomes the equivalent pod
-// (composePod) and the test kubelet runs it on the real API server. That
-// reuses, rather than re-implements, the sandbox the chart's pods run in: a
-// chroot holding only the image's files (read from the Dockerfile's final
-// stage: ENTRYPOINT, USER) and the mounts, the service's uid:gid,
-// read-only root, dropped capabilities and no_new_privs. Each bind mount
+// (composePod), which the real node runs as it runs the chart's pods:
+// containerd and runc start the image built from the Dockerfile (tagged
+// with the service's image reference, as `docker compose build` would)
+// with its own entrypoint, as the service's uid:gid, on a read-only root,
+// with dropped capabilities and no_new_privs. Each bind mount
 // becomes a hostPath volume of the same host path (the repository's shared
 // config file, and COUPON_DATA_DIR set to a temporary folder as a user
 // would set it), read-only as the compose file says. The pod runs in a
@@ -82,7 +77,8 @@ var deliberateDifferences = []string{"progress-interval"}
 func TestComposeParity(t *testing.T) {
 	c := needCluster(t)
 	brokers := kafkaBrokers(t)
-	producer, coupongen := repoBinaries(t)
+	needImage(t)
+	coupongen := buildCoupongen(t)
 	cs := adminClient(t, c)
 
 	data := t.TempDir()
@@ -115,17 +111,18 @@ func TestComposeParity(t *testing.T) {
 	// environment, over what the compose file sets (it sets no broker).
 	svc.Environment["KAFKA_BROKERS"] = ptr(strings.Join(brokers, ","))
 
-	image := dockerfileImage(t, producer)
 	if svc.Image == "" {
 		t.Fatal("the couponbase1 service names no image")
 	}
+	// What `docker compose build` would have tagged: the image built from
+	// the Dockerfile, under the service's image reference (normalized as
+	// the container runtime does), so that the pod runs it by that name.
+	if err := node.TagImage(producerImage, normalizedRef(svc.Image)); err != nil {
+		t.Fatal(err)
+	}
 	const composeNS, chartNS = "compose", "parity"
 	namespace(t, c, composeNS, nil)
-	namespace(t, c, chartNS, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
-	k := startKubelet(t, c, "node-parity", []string{composeNS, chartNS}, map[string]kubelet.Image{svc.Image: image})
+	namespace(t, c, chartNS, restrictedPSS)
 	// The chart, with its defaults but the broker, the data claim, the image
 	// that compose builds (so both sides run the same image reference) and
 	// its CronJobs suspended: the test starts the runs.
@@ -146,13 +143,13 @@ func TestComposeParity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := runPod(t, cs, k, composeNS, pod)
+		out := runPod(t, cs, composeNS, pod)
 		composeConfig = printedConfig(t, out)
 
 		// The CronJob's own Job template, as the server holds it, with
 		// --print-config as the container's only argument.
-		pods := runFromCronJob(t, cs, k, chartNS, cj, "print-config", "--print-config")
-		logs, err := k.Logs(chartNS, pods[0].Name, "producer")
+		pods := runFromCronJob(t, cs, chartNS, cj, "print-config", "--print-config")
+		logs, err := containerLogs(cs, chartNS, pods[0].Name, "producer")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,7 +183,7 @@ func TestComposeParity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		runPod(t, cs, k, composeNS, pod)
+		runPod(t, cs, composeNS, pod)
 		have := topicCodesFrom(t, brokers, topic, before)
 		if d := multisetDiff(want, have); d != "" {
 			t.Fatalf("the compose run did not append the file's codes exactly once to topic %s: %s", topic, d)
@@ -199,7 +196,7 @@ func TestComposeParity(t *testing.T) {
 		// As kubectl create job --from=cronjob makes it, with --force: the
 		// compose run just published this very file to this topic, and the
 		// run ledger would otherwise skip it as unchanged.
-		runFromCronJob(t, cs, k, chartNS, cj, "couponbase1-manual", "--force")
+		runFromCronJob(t, cs, chartNS, cj, "couponbase1-manual", "--force")
 		have := topicCodesFrom(t, brokers, topic, before)
 		if d := multisetDiff(want, have); d != "" {
 			t.Fatalf("the chart's run did not append the file's codes exactly once to topic %s: %s", topic, d)
@@ -349,62 +346,26 @@ func composePod(s types.ServiceConfig, name string, args []string) (*corev1.Pod,
 	return pod, nil
 }
 
-// dockerfileImage is what the test kubelet runs for the image the
-// Dockerfile builds: the final stage's ENTRYPOINT (exec form) and USER, and
-// at the entrypoint's path the producer built from this repository (the
-// final stage copies nothing else: the deployment checks refuse an ENV
-// there).
-func dockerfileImage(t *testing.T, producer string) kubelet.Image {
-	t.Helper()
-	b, err := os.ReadFile(dockerfile)
-	if err != nil {
-		t.Fatal(err)
+// normalizedRef is a short image reference in full, as Docker and
+// containerd's CRI read it: coupon-producer:local is
+// docker.io/library/coupon-producer:local.
+func normalizedRef(ref string) string {
+	name, _, _ := strings.Cut(ref, ":")
+	first, _, hasSlash := strings.Cut(name, "/")
+	switch {
+	case !hasSlash:
+		return "docker.io/library/" + ref
+	case !strings.ContainsAny(first, ".:") && first != "localhost":
+		return "docker.io/" + ref
 	}
-	var lines []string
-	sc := bufio.NewScanner(strings.NewReader(string(b)))
-	var cont strings.Builder
-	for sc.Scan() {
-		l := strings.TrimSpace(sc.Text())
-		if strings.HasPrefix(l, "#") {
-			continue
-		}
-		if strings.HasSuffix(l, "\\") {
-			cont.WriteString(strings.TrimSuffix(l, "\\") + " ")
-			continue
-		}
-		lines = append(lines, cont.String()+l)
-		cont.Reset()
-	}
-	var img kubelet.Image
-	instr := regexp.MustCompile(`^(?i)(FROM|ENTRYPOINT|USER)\s+(.*)$`)
-	for _, l := range lines {
-		m := instr.FindStringSubmatch(l)
-		if m == nil {
-			continue
-		}
-		switch strings.ToUpper(m[1]) {
-		case "FROM": // a new stage: only the last one is the image
-			img = kubelet.Image{}
-		case "ENTRYPOINT":
-			if err := json.Unmarshal([]byte(m[2]), &img.Entrypoint); err != nil || len(img.Entrypoint) == 0 {
-				t.Fatalf("%s: ENTRYPOINT %s is not in exec form", dockerfile, m[2])
-			}
-		case "USER":
-			img.User = strings.TrimSpace(m[2])
-		}
-	}
-	if len(img.Entrypoint) == 0 {
-		t.Fatalf("%s: the final stage has no ENTRYPOINT", dockerfile)
-	}
-	img.Files = map[string]string{img.Entrypoint[0]: producer}
-	return img
+	return ref
 }
 
 // runPod creates the pod, waits for it to finish, fails the test unless its
 // container exited 0, and returns the container's output.
-func runPod(t *testing.T, cs kubernetes.Interface, k *kubelet.Kubelet, ns string, pod *corev1.Pod) string {
+func runPod(t *testing.T, cs kubernetes.Interface, ns string, pod *corev1.Pod) string {
 	t.Helper()
-	code, logs := runPodCode(t, cs, k, ns, pod)
+	code, logs := runPodCode(t, cs, ns, pod)
 	if code != 0 {
 		t.Fatalf("pod %s exited %d, want 0:\n%s", pod.Name, code, logs)
 	}
@@ -413,7 +374,7 @@ func runPod(t *testing.T, cs kubernetes.Interface, k *kubelet.Kubelet, ns string
 
 // runPodCode creates the pod, waits for it to end and returns its
 // container's exit code and output.
-func runPodCode(t *testing.T, cs kubernetes.Interface, k *kubelet.Kubelet, ns string, pod *corev1.Pod) (int32, string) {
+func runPodCode(t *testing.T, cs kubernetes.Interface, ns string, pod *corev1.Pod) (int32, string) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
@@ -428,7 +389,7 @@ func runPodCode(t *testing.T, cs kubernetes.Interface, k *kubelet.Kubelet, ns st
 	if len(got.Status.ContainerStatuses) != 1 || got.Status.ContainerStatuses[0].State.Terminated == nil {
 		t.Fatalf("pod %s ended without one terminated container;%s", pod.Name, describePods([]corev1.Pod{*got}))
 	}
-	logs, err := k.Logs(ns, pod.Name, pod.Spec.Containers[0].Name)
+	logs, err := containerLogs(cs, ns, pod.Name, pod.Spec.Containers[0].Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -556,7 +517,7 @@ func TestComposePod(t *testing.T) {
 // args as the container's arguments, owned by the CronJob (so that the
 // uninstall removes it and its pod, which hold the claim). It waits for the
 // Job to complete and returns its pod.
-func runFromCronJob(t *testing.T, cs kubernetes.Interface, k *kubelet.Kubelet, ns, cronJob, name string, args ...string) []corev1.Pod {
+func runFromCronJob(t *testing.T, cs kubernetes.Interface, ns, cronJob, name string, args ...string) []corev1.Pod {
 	t.Helper()
 	ctx := context.Background()
 	tmpl, err := cs.BatchV1().CronJobs(ns).Get(ctx, cronJob, metav1.GetOptions{})
@@ -580,7 +541,7 @@ func runFromCronJob(t *testing.T, cs kubernetes.Interface, k *kubelet.Kubelet, n
 	j := waitJob(t, cs, ns, name, 120*time.Second)
 	pods := jobPods(t, cs, ns, name)
 	if cond := jobFinished(j); cond.Type != batchv1.JobComplete || len(pods) != 1 {
-		t.Fatalf("job %s: %s (%s);%s\n%s", name, cond.Type, cond.Message, describePods(pods), podLogs(k, pods))
+		t.Fatalf("job %s: %s (%s);%s\n%s", name, cond.Type, cond.Message, describePods(pods), podLogs(cs, pods))
 	}
 	return pods
 }

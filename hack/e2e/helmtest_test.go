@@ -11,30 +11,27 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/couponpipeline/coupon-producer/hack/e2e/kubelet"
+	"k8s.io/client-go/kubernetes"
 )
 
 // `helm test` on the real API server: the chart's test hook, one
 // `coupon-producer --preflight` container per job with that job's
-// environment and mounts, is admitted under restricted Pod Security, run by
-// the test kubelet against the real broker and the data volume, and passes
-// when every file is there and gzip. With one file not gzip and another
-// missing, `helm test` fails, the containers of those two jobs exit 3 (bad
-// input) and each one's log names its file; the third still passes. A
-// variant that breaks restricted Pod Security has its hook pod refused, so
-// the namespace really judges the hook pod.
+// environment and mounts, is admitted under restricted Pod Security, run on
+// the real node from the image against the real broker and the data
+// volume, and passes when every file is there and gzip. With one file not
+// gzip and another missing, `helm test` fails, the containers of those two
+// jobs exit 3 (bad input) and each one's log names its file; the third
+// still passes. A variant that breaks restricted Pod Security has its hook
+// pod refused, so the namespace really judges the hook pod.
 func TestHelmTestPreflight(t *testing.T) {
 	c := needCluster(t)
 	brokers := kafkaBrokers(t)
-	producer, coupongen := repoBinaries(t)
+	needImage(t)
+	coupongen := buildCoupongen(t)
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns, release = "preflight", "preflight"
-	namespace(t, c, ns, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, ns, restrictedPSS)
 	data := t.TempDir()
 	if err := os.Chmod(data, 0o755); err != nil {
 		t.Fatal(err)
@@ -43,12 +40,7 @@ func TestHelmTestPreflight(t *testing.T) {
 		t.Fatalf("coupongen: %v\n%s", err, out)
 	}
 	hostPathPV(t, cs, "preflight-data", data, "e2e-preflight", ns, release+"-coupon-producer-data", corev1.ReadWriteOnce)
-	k := startKubelet(t, c, "node-preflight", []string{ns}, map[string]kubelet.Image{producerImage: {
-		Entrypoint: []string{"/usr/local/bin/coupon-producer"},
-		User:       "65532:65532",
-		Files:      map[string]string{"/usr/local/bin/coupon-producer": producer},
-	}})
-	repo, tag, _ := strings.Cut(producerImage, ":")
+	repo, tag := producerRepo, producerTag
 	h := newHelm(t, c)
 	// The CronJobs are suspended: only the hook runs here.
 	h.must("install", release, chartDir, "-n", ns,
@@ -59,15 +51,18 @@ func TestHelmTestPreflight(t *testing.T) {
 	hook := release + "-coupon-producer-preflight"
 
 	t.Run("every file there and gzip: helm test passes", func(t *testing.T) {
+		// Helm deletes the hook pod once it succeeded, and its logs with it:
+		// they are followed from its start.
+		lc := collectLogs(t, cs, ns)
 		out, err := h.run("test", release, "-n", ns, "--timeout", "2m")
 		if err != nil {
-			t.Fatalf("helm test: %v\n%s\n%s", err, out, hookLogs(k, ns, hook))
+			t.Fatalf("helm test: %v\n%s\n%s", err, out, hookLogs(cs, ns, hook))
 		}
 		if !strings.Contains(out, "TEST SUITE:     "+hook) || !strings.Contains(out, "Phase:          Succeeded") {
 			t.Errorf("helm test passed without reporting the hook %s as Succeeded:\n%s", hook, out)
 		}
 		for _, job := range []string{"couponbase1", "couponbase2", "couponbase3"} {
-			logs, err := k.Logs(ns, hook, "preflight-"+job)
+			logs, err := lc.Logs(hook, "preflight-"+job)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,7 +113,7 @@ func TestHelmTestPreflight(t *testing.T) {
 		}
 		for _, file := range []string{"couponbase2.gz", "couponbase3.gz"} {
 			name := "preflight-" + strings.TrimSuffix(file, ".gz")
-			logs, err := k.Logs(ns, hook, name)
+			logs, err := containerLogs(cs, ns, hook, name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -145,10 +140,10 @@ func TestHelmTestPreflight(t *testing.T) {
 }
 
 // hookLogs is a failure message's account of the hook pod's containers.
-func hookLogs(k *kubelet.Kubelet, ns, pod string) string {
+func hookLogs(cs kubernetes.Interface, ns, pod string) string {
 	var b strings.Builder
 	for _, job := range []string{"couponbase1", "couponbase2", "couponbase3"} {
-		logs, err := k.Logs(ns, pod, "preflight-"+job)
+		logs, err := containerLogs(cs, ns, pod, "preflight-"+job)
 		if err != nil {
 			logs = err.Error()
 		}

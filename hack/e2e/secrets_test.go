@@ -20,43 +20,32 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/couponpipeline/coupon-producer/hack/e2e/kubelet"
+	"k8s.io/client-go/kubernetes"
 )
 
 // TestChartSecretsMounted installs the chart with SASL and TLS from existing
 // Secrets (ci/sasl-tls-values.yaml) on the real API server, under restricted
-// Pod Security, and runs the CronJob's own pod spec with the test kubelet as
-// the spec's uid: the producer reads the password from the mounted Secret
+// Pod Security, and runs the CronJob's own pod spec on the real node: the
+// producer reads the password from the Secret as the kubelet mounts it
 // (it never prints it), and presents the client certificate and key of the
 // other Secret to a TLS endpoint that trusts only the test CA and requires
 // a client certificate, verifying the endpoint against the CA and server
 // name the chart configured.
 func TestChartSecretsMounted(t *testing.T) {
 	c := needCluster(t)
-	producer, coupongen := repoBinaries(t)
+	needImage(t)
+	coupongen := buildCoupongen(t)
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns, release, password = "secrets", "sec", "Scram-pa55-from-a-Secret"
-	namespace(t, c, ns, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, ns, restrictedPSS)
 
-	pki := newTestPKI(t, "kafka.example.internal")
-	for name, data := range map[string]map[string][]byte{
-		"kafka-client-tls":  {"ca.crt": pki.caPEM, "tls.crt": pki.clientCertPEM, "tls.key": pki.clientKeyPEM},
-		"kafka-client-sasl": {"scram-password": []byte(password)},
-	} {
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: data}
-		if _, err := cs.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pki := kafkaSecrets(t, cs, ns, password)
 
 	// The "broker": a TLS endpoint that requires a client certificate
 	// signed by the test CA and reports the name of each one it verified.
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+	// It listens on the node's bridge, where pods reach the host.
+	ln, err := tls.Listen("tcp", net.JoinHostPort(node.Network.HostIP.String(), "0"), &tls.Config{
 		Certificates: []tls.Certificate{pki.server},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    pki.pool,
@@ -92,14 +81,9 @@ func TestChartSecretsMounted(t *testing.T) {
 		t.Fatalf("coupongen: %v\n%s", err, out)
 	}
 	hostPathPV(t, cs, "secrets-data", data, "e2e-secrets", ns, release+"-coupon-producer-data", corev1.ReadWriteOnce)
-	k := startKubelet(t, c, "node-secrets", []string{ns}, map[string]kubelet.Image{producerImage: {
-		Entrypoint: []string{"/usr/local/bin/coupon-producer"},
-		User:       "65532:65532",
-		Files:      map[string]string{"/usr/local/bin/coupon-producer": producer},
-	}})
 	h := newHelm(t, c)
 	h.must("install", release, chartDir, "-n", ns, "-f", chartDir+"/ci/sasl-tls-values.yaml",
-		"--set", "image.repository=coupon-producer", "--set", "image.tag=e2e", "--set", "image.pullPolicy=Never",
+		"--set", "image.repository="+producerRepo, "--set", "image.tag="+producerTag, "--set", "image.pullPolicy=Never",
 		"--set", "kafka.brokers={"+ln.Addr().String()+"}",
 		"--set", "producer.connectTimeout=3s",
 		"--set", "data.persistence.storageClass=e2e-secrets",
@@ -134,7 +118,7 @@ func TestChartSecretsMounted(t *testing.T) {
 	}
 
 	t.Run("the password is read from its Secret and never printed", func(t *testing.T) {
-		out := runPod(t, cs, k, ns, podWith("print-config", "--print-config"))
+		out := runPod(t, cs, ns, podWith("print-config", "--print-config"))
 		noPassword(t, out)
 		for _, want := range []string{
 			`sasl-mechanism: "SCRAM-SHA-512"`,
@@ -151,7 +135,7 @@ func TestChartSecretsMounted(t *testing.T) {
 	})
 
 	t.Run("the client certificate from its Secret is presented and verified", func(t *testing.T) {
-		code, out := runPodCode(t, cs, k, ns, podWith("preflight", "--preflight"))
+		code, out := runPodCode(t, cs, ns, podWith("preflight", "--preflight"))
 		noPassword(t, out)
 		select {
 		case cn := <-verified:
@@ -166,6 +150,24 @@ func TestChartSecretsMounted(t *testing.T) {
 			t.Errorf("exit %d, want 1 naming %s:\n%s", code, ln.Addr(), out)
 		}
 	})
+}
+
+// kafkaSecrets creates the Secrets that ci/sasl-tls-values.yaml names in
+// ns: kafka-client-tls with a new test PKI's CA and client certificate,
+// kafka-client-sasl with the password; it returns the PKI.
+func kafkaSecrets(t *testing.T, cs kubernetes.Interface, ns, password string) testPKI {
+	t.Helper()
+	pki := newTestPKI(t, "kafka.example.internal")
+	for name, data := range map[string]map[string][]byte{
+		"kafka-client-tls":  {"ca.crt": pki.caPEM, "tls.crt": pki.clientCertPEM, "tls.key": pki.clientKeyPEM},
+		"kafka-client-sasl": {"scram-password": []byte(password)},
+	} {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: data}
+		if _, err := cs.CoreV1().Secrets(ns).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pki
 }
 
 // testPKI is a CA, a server certificate for 127.0.0.1 and serverName, and a

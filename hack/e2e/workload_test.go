@@ -80,7 +80,6 @@ func TestJobFailsAtOnceOnExit3(t *testing.T) {
 	cs := adminClient(t, c)
 	const ns = "job-exit3"
 	namespace(t, c, ns, nil)
-	startKubelet(t, c, "node-exit3", []string{ns}, nil)
 
 	createJob(t, cs, ns, "bad-input", 6, probePodSpec("exit", "3"))
 	job := waitJob(t, cs, ns, "bad-input", 60*time.Second)
@@ -111,7 +110,6 @@ func TestKilledPodIsRetriedAndDisruptionIgnored(t *testing.T) {
 	ctx := context.Background()
 	const ns = "job-kill"
 	namespace(t, c, ns, nil)
-	k := startKubelet(t, c, "node-kill", []string{ns}, nil)
 
 	createJob(t, cs, ns, "killed", 1, probePodSpec("sleep"))
 	running := func(n int) corev1.Pod {
@@ -127,23 +125,20 @@ func TestKilledPodIsRetriedAndDisruptionIgnored(t *testing.T) {
 		return pod
 	}
 	p1 := running(1)
-	if err := k.Kill(ns, p1.Name); err != nil {
-		t.Fatal(err)
-	}
+	killContainer(t, cs, ns, p1.Name)
 	p2 := running(2)
-	if err := k.SetCondition(ctx, ns, p2.Name, corev1.PodCondition{
-		Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue,
+	// What an eviction or a drain records before it kills the pod: the
+	// DisruptionTarget condition, set through the status subresource.
+	p2.Status.Conditions = append(p2.Status.Conditions, corev1.PodCondition{
+		Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now(),
 		Reason: "TerminationByKubelet", Message: "the node is being drained",
-	}); err != nil {
+	})
+	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, &p2, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := k.Kill(ns, p2.Name); err != nil {
-		t.Fatal(err)
-	}
+	killContainer(t, cs, ns, p2.Name)
 	p3 := running(3)
-	if err := k.Kill(ns, p3.Name); err != nil {
-		t.Fatal(err)
-	}
+	killContainer(t, cs, ns, p3.Name)
 	job := waitJob(t, cs, ns, "killed", 60*time.Second)
 	pods := jobPods(t, cs, ns, "killed")
 	cond := jobFinished(job)
@@ -168,7 +163,6 @@ func TestCronJobFires(t *testing.T) {
 	ctx := context.Background()
 	const ns = "cron-fires"
 	namespace(t, c, ns, nil)
-	startKubelet(t, c, "node-cron", []string{ns}, nil)
 
 	cj := &batchv1.CronJob{
 		ObjectMeta: metav1.ObjectMeta{Name: "every-minute", Namespace: ns},
@@ -217,7 +211,6 @@ func TestCreateJobFromCronJob(t *testing.T) {
 	ctx := context.Background()
 	const ns = "cron-manual"
 	namespace(t, c, ns, nil)
-	k := startKubelet(t, c, "node-manual", []string{ns}, nil)
 
 	cj := &batchv1.CronJob{
 		ObjectMeta: metav1.ObjectMeta{Name: "nightly", Namespace: ns},
@@ -255,7 +248,7 @@ func TestCreateJobFromCronJob(t *testing.T) {
 	if len(pods) != 1 {
 		t.Fatalf("%d pods;%s", len(pods), describePods(pods))
 	}
-	logs, err := k.Logs(ns, pods[0].Name, "probe")
+	logs, err := containerLogs(cs, ns, pods[0].Name, "probe")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,11 +265,7 @@ func TestRestrictedNamespaceRefusesPrivilegedPod(t *testing.T) {
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns = "restricted"
-	namespace(t, c, ns, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
-	startKubelet(t, c, "node-restricted", []string{ns}, nil)
+	namespace(t, c, ns, restrictedPSS)
 
 	bad := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "privileged", Namespace: ns},
@@ -323,7 +312,6 @@ func TestDeletedPodGetsSIGTERMThenSIGKILL(t *testing.T) {
 	ctx := context.Background()
 	const ns = "pod-delete"
 	namespace(t, c, ns, nil)
-	k := startKubelet(t, c, "node-delete", []string{ns}, nil)
 
 	for name, mode := range map[string]string{"graceful": "sleep", "stubborn": "sleep-ignore-term"} {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: probePodSpec(mode)}
@@ -355,6 +343,7 @@ func TestDeletedPodGetsSIGTERMThenSIGKILL(t *testing.T) {
 		}
 	}
 	exits := map[string]int32{}
+	messages := map[string]string{}
 	gone := map[string]bool{}
 	timeout := time.After(60 * time.Second)
 	for len(gone) < 2 {
@@ -373,6 +362,7 @@ func TestDeletedPodGetsSIGTERMThenSIGKILL(t *testing.T) {
 			for _, s := range p.Status.ContainerStatuses {
 				if s.State.Terminated != nil {
 					exits[p.Name] = s.State.Terminated.ExitCode
+					messages[p.Name] = s.State.Terminated.Message
 				}
 			}
 		case <-timeout:
@@ -382,7 +372,9 @@ func TestDeletedPodGetsSIGTERMThenSIGKILL(t *testing.T) {
 	if exits["graceful"] != 143 || exits["stubborn"] != 137 {
 		t.Errorf("exit codes %v, want graceful 143 (SIGTERM handled) and stubborn 137 (SIGKILL after the grace period)", exits)
 	}
-	if logs, _ := k.Logs(ns, "graceful", "probe"); !strings.Contains(logs, "SIGTERM") {
-		t.Errorf("graceful container output %q lacks SIGTERM", logs)
+	// The probe writes what ended it to its termination log, which the
+	// kubelet copies into the status: the pod's logs go with the pod.
+	if !strings.Contains(messages["graceful"], "SIGTERM") {
+		t.Errorf("graceful container's termination message %q lacks SIGTERM", messages["graceful"])
 	}
 }

@@ -99,10 +99,16 @@ func TestProperties(t *testing.T) {
 		"offsets.topic.replication.factor": "1",
 		"auto.create.topics.enable":        "false",
 		"ssl.keystore.type":                "PEM",
+		"broker.session.timeout.ms":        "3000",
 	} {
 		if got[k] != want {
 			t.Errorf("%s = %q, want %q", k, got[k], want)
 		}
+	}
+	c.cfg.nodes = 1
+	if got := props(t, c.properties(nd, "2@10.1.2.3:24003")); got["broker.session.timeout.ms"] != "" || got["default.replication.factor"] != "1" {
+		t.Errorf("one node: session timeout %q, replication factor %q; want the default and 1",
+			got["broker.session.timeout.ms"], got["default.replication.factor"])
 	}
 }
 

@@ -1,8 +1,10 @@
-// Package cluster starts a real Kubernetes control plane for tests: etcd,
-// kube-apiserver and kube-controller-manager, built from source by
+// Package cluster starts a real single-node Kubernetes for tests: etcd,
+// kube-apiserver and kube-controller-manager (Start), and a node of
+// kube-scheduler, the kubelet, containerd, runc and the CNI bridge
+// (StartNode), the Kubernetes binaries built from source by
 // hack/kube/build.sh, listening on free loopback ports with their state in
-// one folder. There is no scheduler and no kubelet: package kubelet plays
-// both for the namespaces a test gives it.
+// one folder; test servers such as the Kafka broker join the node's pod
+// network in network namespaces of their own (Network.AddNamespace).
 package cluster
 
 import (
@@ -29,14 +31,14 @@ import (
 
 // KubeVersion is the Kubernetes release hack/kube builds; it names the
 // cache folder of the binaries.
-const KubeVersion = "v1.34.4"
+const KubeVersion = "v1.37.2"
 
 // BinEnv names the environment variable that overrides the folder of the
 // binaries, as it does for hack/kube/build.sh.
 const BinEnv = "COUPON_KUBE_BIN"
 
 // Binaries are the programs a test run needs in the bin folder.
-var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm"}
+var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl", "helm"}
 
 // DefaultControllers are the kube-controller-manager controllers the tests
 // rely on: CronJob and Job run the workload; the service account, token and
@@ -44,9 +46,8 @@ var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "ku
 // and garbage collection clean up after deletes (Jobs owned by CronJobs,
 // pods owned by Jobs, whole namespaces); the volume binder binds claims to
 // the tests' PersistentVolumes and the protection controllers let both be
-// deleted again; ttl-after-finished honours ttlSecondsAfterFinished. Node
-// lifecycle is left out on purpose: the test kubelet decides when a pod is
-// disrupted.
+// deleted again; ttl-after-finished honours ttlSecondsAfterFinished; node
+// lifecycle taints a node that is not Ready, as on any cluster.
 var DefaultControllers = []string{
 	"cronjob-controller",
 	"job-controller",
@@ -59,6 +60,7 @@ var DefaultControllers = []string{
 	"persistentvolumeclaim-protection-controller",
 	"persistentvolume-protection-controller",
 	"ttl-after-finished-controller",
+	"node-lifecycle-controller",
 }
 
 // ErrMissingBinaries is returned by Start when the bin folder lacks one of
@@ -205,13 +207,16 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
+		// Since 1.37 the endpoint reconciler refuses a loopback address
+		// for the kubernetes Service; no pod here talks to the API.
+		"--endpoint-reconciler-type=none",
 		fmt.Sprintf("--secure-port=%d", apiPort),
 		"--tls-cert-file="+c.path("apiserver.crt"),
 		"--tls-private-key-file="+c.path("apiserver.key"),
 		"--client-ca-file="+c.path("ca.crt"),
 		"--token-auth-file="+c.path("tokens.csv"),
-		// Node before RBAC, as kubeadm has it: the test kubelet acts as a
-		// node and may read only what the pods bound to it reference.
+		// Node before RBAC, as kubeadm has it: the kubelet may read only
+		// what the pods bound to its node reference.
 		"--authorization-mode=Node,RBAC",
 		// Added to the default plugins, PodSecurity among them.
 		"--enable-admission-plugins=NodeRestriction",
@@ -222,6 +227,12 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		"--service-account-key-file="+c.path("sa.pub"),
 		"--service-account-signing-key-file="+c.path("sa.key"),
 		"--service-cluster-ip-range=10.96.0.0/24",
+		// Logs, exec and port-forward go through the kubelet's API: the
+		// server presents a client certificate and checks the kubelet's
+		// serving certificate against the one CA.
+		"--kubelet-client-certificate="+c.path("apiserver-kubelet-client.crt"),
+		"--kubelet-client-key="+c.path("apiserver-kubelet-client.key"),
+		"--kubelet-certificate-authority="+c.path("ca.crt"),
 		"--profiling=false",
 	)
 	if err != nil {
@@ -399,13 +410,19 @@ func (c *Cluster) writeCredentials() error {
 	if err != nil {
 		return err
 	}
+	clientCert, clientKey, err := ca.issue("kube-apiserver-kubelet-client", []string{"system:masters"}, nil, nil)
+	if err != nil {
+		return err
+	}
 	tokens := fmt.Sprintf("%s,admin,admin,system:masters\n%s,system:kube-controller-manager,kcm\n",
 		c.adminToken, c.kcmToken)
 	for name, data := range map[string][]byte{
-		"ca.crt":        ca.certPEM,
-		"apiserver.crt": certPEM,
-		"apiserver.key": keyPEM,
-		"tokens.csv":    []byte(tokens),
+		"ca.crt":                       ca.certPEM,
+		"apiserver.crt":                certPEM,
+		"apiserver.key":                keyPEM,
+		"tokens.csv":                   []byte(tokens),
+		"apiserver-kubelet-client.crt": clientCert,
+		"apiserver-kubelet-client.key": clientKey,
 	} {
 		if err := os.WriteFile(c.path(name), data, 0o600); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
