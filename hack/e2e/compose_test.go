@@ -127,7 +127,7 @@ func TestComposeParity(t *testing.T) {
 	// that compose builds (so both sides run the same image reference) and
 	// its CronJobs suspended: the test starts the runs.
 	cj := "parity-coupon-producer-couponbase1"
-	hostPathPV(t, cs, "parity-data", data, "e2e-parity", chartNS, "parity-coupon-producer-data", corev1.ReadWriteOnce)
+	hostPathPV(t, cs, "parity-data", data, "e2e-parity", chartNS, "parity-coupon-producer-data", corev1.ReadWriteMany)
 	repo, tag, _ := strings.Cut(svc.Image, ":")
 	h := newHelm(t, c)
 	h.must("install", "parity", chartDir, "-n", chartNS,

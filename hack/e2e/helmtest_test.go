@@ -39,7 +39,7 @@ func TestHelmTestPreflight(t *testing.T) {
 	if out, err := exec.Command(coupongen, "-dir", data, "-lines", "2000", "-files", "1,2,3").CombinedOutput(); err != nil {
 		t.Fatalf("coupongen: %v\n%s", err, out)
 	}
-	hostPathPV(t, cs, "preflight-data", data, "e2e-preflight", ns, release+"-coupon-producer-data", corev1.ReadWriteOnce)
+	hostPathPV(t, cs, "preflight-data", data, "e2e-preflight", ns, release+"-coupon-producer-data", corev1.ReadWriteMany)
 	repo, tag := producerRepo, producerTag
 	h := newHelm(t, c)
 	// The CronJobs are suspended: only the hook runs here.

@@ -41,7 +41,7 @@ func TestProducerSandbox(t *testing.T) {
 	namespace(t, c, ns, restrictedPSS)
 	kafkaSecrets(t, cs, ns, "not-printed")
 	data := t.TempDir()
-	hostPathPV(t, cs, "sandbox-data", data, "e2e-sandbox", ns, release+"-coupon-producer-data", corev1.ReadWriteOnce)
+	hostPathPV(t, cs, "sandbox-data", data, "e2e-sandbox", ns, release+"-coupon-producer-data", corev1.ReadWriteMany)
 	h := newHelm(t, c)
 	h.must("install", release, chartDir, "-n", ns, "-f", chartDir+"/ci/sasl-tls-values.yaml",
 		"--set", "image.repository="+producerRepo, "--set", "image.tag="+producerTag, "--set", "image.pullPolicy=Never",

@@ -80,7 +80,7 @@ func TestChartSecretsMounted(t *testing.T) {
 	if out, err := exec.Command(coupongen, "-dir", data, "-lines", "1000", "-files", "1").CombinedOutput(); err != nil {
 		t.Fatalf("coupongen: %v\n%s", err, out)
 	}
-	hostPathPV(t, cs, "secrets-data", data, "e2e-secrets", ns, release+"-coupon-producer-data", corev1.ReadWriteOnce)
+	hostPathPV(t, cs, "secrets-data", data, "e2e-secrets", ns, release+"-coupon-producer-data", corev1.ReadWriteMany)
 	h := newHelm(t, c)
 	h.must("install", release, chartDir, "-n", ns, "-f", chartDir+"/ci/sasl-tls-values.yaml",
 		"--set", "image.repository="+producerRepo, "--set", "image.tag="+producerTag, "--set", "image.pullPolicy=Never",
