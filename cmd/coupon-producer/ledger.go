@@ -39,6 +39,12 @@ func (f *fileRun) options(o run.Options) run.Options {
 			f.run.Track(func() ledger.Position { return toLedger(position()) })
 		}
 	}
+	o.Checkpoint = func() {
+		if f.run != nil {
+			f.run.Nudge()
+		}
+	}
+	o.CheckpointShare = float64(f.cfg.CheckpointPercent) / 100
 	return o
 }
 

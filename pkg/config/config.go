@@ -59,6 +59,7 @@ type Config struct {
 
 	LedgerTopic        string // empty: no ledger
 	CheckpointInterval time.Duration
+	CheckpointPercent  int // 0: checkpoints by time only
 	Force              bool
 	NoResume           bool
 
@@ -334,6 +335,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CheckpointInterval < 100*time.Millisecond || c.CheckpointInterval > 10*time.Minute {
 		return c.bad("checkpoint-interval", c.CheckpointInterval, "is not between 100ms and 10m")
+	}
+	if c.CheckpointPercent < 0 || c.CheckpointPercent > 100 {
+		return c.bad("checkpoint-percent", c.CheckpointPercent, "is not between 0 and 100")
 	}
 	switch c.LogFormat {
 	case "", "json", "console":

@@ -320,6 +320,7 @@ func TestValidateQuotesValueAndSource(t *testing.T) {
 		{nil, []string{"--schedule-tz", "Mars/Base"}, []string{`"Mars/Base"`}},
 		{nil, []string{"--run-on-start"}, []string{"run-on-start needs schedule"}},
 		{[]string{"PUSHGATEWAY_URL", "pushgateway:9091"}, nil, []string{`pushgateway-url "pushgateway:9091"`, "env PUSHGATEWAY_URL", "http://"}},
+		{nil, []string{"--checkpoint-percent", "101"}, []string{"checkpoint-percent 101", "flag --checkpoint-percent", "between 0 and 100"}},
 	} {
 		t.Run(strings.Join(append(tc.env, tc.args...), " "), func(t *testing.T) {
 			cleanEnv(t, tc.env...)

@@ -79,3 +79,39 @@ func TestPrepareSkipsTheFile(t *testing.T) {
 		t.Fatalf("err %v, %d codes published", err, len(sink.codes))
 	}
 }
+
+// TestCheckpointByProgress: Checkpoint is called each time another
+// CheckpointShare of the compressed file is read, evenly through the file,
+// and never without a share.
+func TestCheckpointByProgress(t *testing.T) {
+	p := genFile(t, 3_000_000)
+	// The compressed bytes read run ahead of the codes written by what
+	// the decompressing goroutine holds: up to chunkDepth chunks and the
+	// one being read, about 26,000 codes each.
+	const ahead = (chunkDepth + 1) * chunkSize / 10
+	for _, share := range []float64{0.1, 0.2} {
+		sink := &fakeSink{}
+		var at []int // codes written at each call
+		o := Options{CheckpointShare: share, Checkpoint: func() { at = append(at, len(sink.codes)) }}
+		if _, err := File(context.Background(), p, "t", fakeTarget{sink: sink}, o); err != nil {
+			t.Fatal(err)
+		}
+		want := int(1/share + 0.5)
+		if len(at) < want-1 || len(at) > want {
+			t.Fatalf("share %g: %d calls, want %d or %d", share, len(at), want-1, want)
+		}
+		total, prev := len(sink.codes), 0
+		step := int(share * float64(total))
+		for i, n := range at {
+			if gap := n - prev; gap < step-ahead || gap > step+ahead {
+				t.Fatalf("share %g: call %d after %d codes, %d after the last; want %d ± %d (%d codes in all)", share, i+1, n, gap, step, ahead, total)
+			}
+			prev = n
+		}
+	}
+	for _, o := range []Options{{Checkpoint: func() { t.Fatal("called with no share") }}, {CheckpointShare: 0.5}} {
+		if _, err := File(context.Background(), p, "t", fakeTarget{sink: &fakeSink{}}, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -56,6 +56,15 @@ type Options struct {
 	// from any goroutine, also after File returns. It is not called for a
 	// Sink that cannot tell (see Acknowledger).
 	Track func(position func() Position)
+	// Checkpoint, if set, is called each time another CheckpointShare
+	// (more than 0, at most 1) of the compressed file has been read, so
+	// that the caller can record the acknowledged position by progress
+	// as well as by time: what a killed run sends again is then bounded
+	// by a share of the file, whatever its size or the machine's speed.
+	// It is called from the reading goroutine, at most once per chunk,
+	// and must not block.
+	Checkpoint      func()
+	CheckpointShare float64
 }
 
 // ErrSkipped is wrapped by the error of a Prepare that decided the file
@@ -221,12 +230,14 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 	}
 	var codes atomic.Int64
 	stopProgress := startProgress(log, opts.ProgressInterval, src, &codes, start)
+	due := checkpointsBy(opts, src.Size())
 	readErr := source.Pump(ctx, src, chunkSize, chunkDepth, func(p []byte) error {
 		_, err := ex.Write(p)
 		st := ex.Stats()
 		codes.Store(st.Codes)
 		read.update(st.Codes, src.CompressedRead())
 		marks.add(st)
+		due(src.CompressedRead())
 		return err
 	})
 	if readErr == nil {
@@ -259,6 +270,24 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 		log.Warn("file holds no codes", zap.Int64("lines", sum.Lines), zap.Int64("bytes", sum.Bytes))
 	}
 	return sum, err
+}
+
+// checkpointsBy returns the function the reading loop calls with the
+// compressed bytes read so far: it calls opts.Checkpoint each time they
+// pass another opts.CheckpointShare of size.
+func checkpointsBy(opts Options, size int64) func(read int64) {
+	if opts.Checkpoint == nil || opts.CheckpointShare <= 0 || size <= 0 {
+		return func(int64) {}
+	}
+	step := max(int64(math.Ceil(opts.CheckpointShare*float64(size))), 1)
+	next := step
+	return func(read int64) {
+		if read < next {
+			return
+		}
+		next = (read/step + 1) * step
+		opts.Checkpoint()
+	}
 }
 
 // mark is where a chunk of the decompressed file ends: the codes extracted
