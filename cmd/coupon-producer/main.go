@@ -17,6 +17,7 @@ import (
 
 	"github.com/couponpipeline/coupon-producer/pkg/config"
 	"github.com/couponpipeline/coupon-producer/pkg/ledger"
+	"github.com/couponpipeline/coupon-producer/pkg/publish/batch"
 	"github.com/couponpipeline/coupon-producer/pkg/source"
 )
 
@@ -105,7 +106,7 @@ func exitCode(err error) int {
 		return exitInput
 	case errors.Is(err, ledger.ErrLive):
 		return exitLive
-	case errors.Is(err, config.ErrUsage):
+	case errors.Is(err, config.ErrUsage), errors.Is(err, batch.ErrBatchTooLarge):
 		return exitUsage
 	default:
 		return exitKafka

@@ -339,6 +339,9 @@ func (c *Config) Validate() error {
 	if c.CheckpointPercent < 0 || c.CheckpointPercent > 100 {
 		return c.bad("checkpoint-percent", c.CheckpointPercent, "is not between 0 and 100")
 	}
+	if err := c.checkMaxMessageBytes(); err != nil {
+		return err
+	}
 	switch c.LogFormat {
 	case "", "json", "console":
 	default:
