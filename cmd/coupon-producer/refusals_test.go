@@ -42,3 +42,41 @@ func TestKafkaBatchTooLargeIsAConfigurationError(t *testing.T) {
 		t.Fatalf("existing topic holds %d records after the refusal", n)
 	}
 }
+
+// TestKafkaInvalidTimestampStopsAtOnce publishes to a topic whose
+// message.timestamp.before.max.ms is 1: a batch that lingered is older
+// than that by the broker's clock, as every batch of a pod whose clock is
+// more than an hour fast is under Kafka 4's default
+// message.timestamp.after.max.ms. The run stops at the first refusal,
+// long before the end of the file, taking no new producer ID, with
+// exit 1 and a message naming the clock and the topic's settings.
+func TestKafkaInvalidTimestampStopsAtOnce(t *testing.T) {
+	brokers := testBrokers(t)
+	topic := uniqueTopic("invalid-timestamp")
+	bound := "1"
+	createTopic(t, brokers, topic, 3, 1, map[string]*string{"message.timestamp.before.max.ms": &bound})
+	file := generate(t, 3_000_000, 17)
+	r := runBinary(t, []string{"KAFKA_BROKERS=" + brokers, "LEDGER_TOPIC=" + uniqueTopic("runs"), "LOG_FORMAT=json"},
+		"--topic", topic, "--linger", "20ms", file)
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", r.code, tail(r.stderr))
+	}
+	s := summary(t, r.stderr)
+	err, _ := s["err"].(string)
+	for _, w := range []string{"INVALID_TIMESTAMP", "this machine's clock", "NTP", "topic " + topic + " ",
+		"message.timestamp.after.max.ms=3600000", "message.timestamp.before.max.ms=1"} {
+		if !strings.Contains(err, w) {
+			t.Errorf("the summary's error does not say %q: %s", w, err)
+		}
+	}
+	if codes := s["codes"].(float64); codes >= 3_000_000 {
+		t.Errorf("the run read all %v codes of the file: it did not stop at the refusal", codes)
+	}
+	if n := strings.Count(r.stderr, `"msg":"new producer id"`); n != 0 {
+		t.Errorf("%d new producer IDs taken after the refusal, want none:\n%s", n, tail(r.stderr))
+	}
+	if n := topicCount(t, brokers, topic); n != 0 {
+		t.Errorf("the topic holds %d records", n)
+	}
+	t.Logf("stopped after %v of 3000000 codes: %s", s["codes"], err)
+}

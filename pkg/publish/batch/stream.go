@@ -144,6 +144,8 @@ type Stream struct {
 	// for many partitions.
 	batchSize int
 	log       *zap.Logger
+	// timestampBounds are the topic's, for the message of a refusal.
+	timestampBounds string
 
 	writeCtx context.Context    // Write stops waiting for space when it ends
 	stopWait func() bool        // unregisters the wake-up of Write on writeCtx
@@ -247,6 +249,7 @@ func New(ctx context.Context, cl *kgo.Client, topic string, o Options) (*Stream,
 	if err := s.checkMaxMessageBytes(ctx); err != nil {
 		return nil, err
 	}
+	s.timestampBounds = s.describeTimestampBounds(ctx)
 	if s.pid, s.pidEpoch, err = s.initProducerID(ctx); err != nil {
 		return nil, err
 	}
