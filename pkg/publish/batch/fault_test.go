@@ -201,32 +201,42 @@ func TestPermanentErrorStopsTheStream(t *testing.T) {
 		t.Run(code.Message, func(t *testing.T) {
 			c := newCluster(t, 1)
 			kafkatest.FailProduce(c, code.Code, func(int64) bool { return true })
-			o := testOptions()
-			o.MaxBufferedBytes = 2 * int(o.BatchMaxBytes)
-			o.DeliveryTimeout = time.Hour // only the refusal can end the stream
-			// Bounds a regression: Write would wait for space forever.
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			s, err := New(ctx, newClient(t, c), "t", o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var sent int64
-			for _, c := range kafkatest.Codes(1_000_000) {
-				sent++
-				if err = s.Write(c); err != nil {
-					break
-				}
-			}
+			s, sent, err := writeUntilStopped(t, c)
 			if !errors.Is(err, code) {
 				t.Fatalf("Write after %d codes: %v, want %s", sent, err, code.Message)
 			}
-			d, err := s.Finish(ctx)
+			d, err := s.Finish(context.Background())
 			if !errors.Is(err, code) || d != (kafka.Delivery{Sent: sent, Failed: sent}) {
 				t.Fatalf("delivery %+v, err %v; want all %d failed with %s", d, err, sent, code.Message)
 			}
 		})
 	}
+}
+
+// writeUntilStopped starts a stream on c that only a refusal can end (an
+// hour's delivery timeout, buffers for two batches) and writes codes
+// until Write fails. It returns the stream, the codes written and Write's
+// error.
+func writeUntilStopped(t *testing.T, c *kfake.Cluster) (*Stream, int64, error) {
+	t.Helper()
+	o := testOptions()
+	o.MaxBufferedBytes = 2 * int(o.BatchMaxBytes)
+	o.DeliveryTimeout = time.Hour
+	// Bounds a regression: Write would wait for space forever.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	s, err := New(ctx, newClient(t, c), "t", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent int64
+	for _, c := range kafkatest.Codes(1_000_000) {
+		sent++
+		if err = s.Write(c); err != nil {
+			break
+		}
+	}
+	return s, sent, err
 }
 
 func TestBatchLargerThanTopicAllows(t *testing.T) {
@@ -306,22 +316,7 @@ func TestInvalidTimestampStopsAtOnce(t *testing.T) {
 		pids.Add(1)
 		return nil, nil, false
 	})
-	o := testOptions()
-	o.MaxBufferedBytes = 2 * int(o.BatchMaxBytes)
-	o.DeliveryTimeout = time.Hour
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	s, err := New(ctx, newClient(t, c), "t", o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sent int64
-	for _, c := range kafkatest.Codes(1_000_000) {
-		sent++
-		if err = s.Write(c); err != nil {
-			break
-		}
-	}
+	s, sent, err := writeUntilStopped(t, c)
 	if !errors.Is(err, kerr.InvalidTimestamp) {
 		t.Fatalf("Write after %d codes: %v, want INVALID_TIMESTAMP", sent, err)
 	}
@@ -330,7 +325,7 @@ func TestInvalidTimestampStopsAtOnce(t *testing.T) {
 			t.Errorf("the error does not say %q: %v", w, err)
 		}
 	}
-	d, ferr := s.Finish(ctx)
+	d, ferr := s.Finish(context.Background())
 	if !errors.Is(ferr, kerr.InvalidTimestamp) || d != (kafka.Delivery{Sent: sent, Failed: sent}) {
 		t.Fatalf("delivery %+v, err %v; want all %d failed", d, ferr, sent)
 	}
