@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -79,4 +83,34 @@ func TestKafkaInvalidTimestampStopsAtOnce(t *testing.T) {
 		t.Errorf("the topic holds %d records", n)
 	}
 	t.Logf("stopped after %v of 3000000 codes: %s", s["codes"], err)
+}
+
+// TestKafkaLedgerTopicIDAsKafkaTopicsPrintsIt: the snapshot's
+// topic_id_base64 is what Kafka's own kafka-topics --describe prints as
+// the topic's TopicId, and topic_id the same bytes in hex.
+func TestKafkaLedgerTopicIDAsKafkaTopicsPrintsIt(t *testing.T) {
+	brokers := testBrokers(t)
+	java, lib := needOwnKafka(t)
+	runs, topic := uniqueTopic("runs"), uniqueTopic("topic-id")
+	file := writeGzip(t, "f.gz", "TOPICID01\nTOPICID02\n")
+	if code, stderr, _ := runProducer(t, brokers, runs, topic, file); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, stderr)
+	}
+	snap := lastRecord(t, readLedger(t, brokers, runs, topic)).LastCompleted
+	if snap == nil {
+		t.Fatal("no snapshot in the ledger")
+	}
+	out, err := exec.Command(java, "-cp", filepath.Join(lib, "*"), "org.apache.kafka.tools.TopicCommand",
+		"--bootstrap-server", strings.Split(brokers, ",")[0], "--describe", "--topic", topic).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kafka-topics --describe: %v\n%s", err, out)
+	}
+	want := "TopicId: " + snap.TopicIDBase64 + "\t"
+	if snap.TopicIDBase64 == "" || !strings.Contains(string(out), want) {
+		t.Fatalf("kafka-topics prints\n%s\nwithout %q", out, want)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(snap.TopicIDBase64)
+	if err != nil || hex.EncodeToString(raw) != snap.TopicID {
+		t.Fatalf("topic_id %q and topic_id_base64 %q are not the same bytes (%v)", snap.TopicID, snap.TopicIDBase64, err)
+	}
 }

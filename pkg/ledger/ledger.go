@@ -494,6 +494,7 @@ func (r *Run) Finish(ctx context.Context, o Outcome) error {
 		r.snapshot = &Snapshot{
 			RunID: r.rec.RunID, File: r.rec.File, Size: r.rec.Size, SHA256: r.rec.SHA256, Codes: o.Codes,
 			TopicID: hex.EncodeToString(t.TopicID[:]), EndedAt: time.Now().UTC(), Partitions: pos.Partitions,
+			TopicIDBase64: TopicIDBase64(t.TopicID),
 		}
 	}
 	return r.final(ctx, rec)

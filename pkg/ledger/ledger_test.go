@@ -1,7 +1,10 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -333,5 +336,25 @@ func TestNudgeCheckpointsByProgress(t *testing.T) {
 	}
 	if got, want := statuses(t, f.l), []Status{Started, Checkpoint, Checkpoint, Interrupted}; !slices.Equal(got, want) {
 		t.Fatalf("records %v, want %v", got, want)
+	}
+}
+
+// TestSnapshotTopicIDInBothForms: the snapshot gives the data topic's ID
+// in hex and in the base64 form Kafka's tools print, the same 16 bytes.
+func TestSnapshotTopicIDInBothForms(t *testing.T) {
+	f := newFixture(t)
+	f.complete(t, file, f.publish(t, 1), opts())
+	hist, err := f.l.Read(context.Background(), "data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := hist[len(hist)-1].LastCompleted
+	meta, err := kafka.TopicMetadata(context.Background(), f.cl, "data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(s.TopicIDBase64)
+	if err != nil || len(s.TopicIDBase64) != 22 || !bytes.Equal(raw, meta.TopicID[:]) || s.TopicID != hex.EncodeToString(raw) {
+		t.Fatalf("snapshot topic_id %q, topic_id_base64 %q (%v); the topic's ID is %x", s.TopicID, s.TopicIDBase64, err, meta.TopicID)
 	}
 }

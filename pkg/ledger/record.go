@@ -12,6 +12,7 @@
 package ledger
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -121,7 +122,16 @@ type Snapshot struct {
 	TopicID    string        `json:"topic_id"`
 	EndedAt    time.Time     `json:"ended_at"`
 	Partitions []kafka.Range `json:"partitions"`
+	// TopicIDBase64 is TopicID as Kafka's tools print topic IDs
+	// (kafka-topics --describe: URL-safe base64, no padding); TopicID is
+	// the same 16 bytes in hex. Empty in records written before it was
+	// added.
+	TopicIDBase64 string `json:"topic_id_base64,omitempty"`
 }
+
+// TopicIDBase64 is id as Kafka's Uuid.toString writes it, the form
+// kafka-topics prints.
+func TopicIDBase64(id [16]byte) string { return base64.RawURLEncoding.EncodeToString(id[:]) }
 
 // Decode parses a record value. A record of a newer version is an error:
 // this binary cannot know what it means.
