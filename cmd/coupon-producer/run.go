@@ -149,7 +149,8 @@ func pushOutcome(url string, sum run.Summary, code int, log *zap.Logger) {
 
 // runPreflight checks, publishing nothing, what a run of the configured
 // files would need: each file a readable gzip file (exit 3 otherwise), the
-// brokers reachable and each topic writable or creatable (exit 1).
+// brokers reachable, each topic writable or creatable and the ledger
+// topic readable and writable or creatable (exit 1).
 func runPreflight(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	var errs []error
 	for _, f := range cfg.Files {
@@ -182,7 +183,24 @@ func runPreflight(ctx context.Context, cfg *config.Config, log *zap.Logger) erro
 		}
 		log.Info("preflight: topic can be written or created", zap.String("topic", topic))
 	}
+	if err := preflightLedger(ctx, cfg, p, log); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// preflightLedger checks that the run ledger's topic, if there is one, can
+// be read and written, or created as a run would create it.
+func preflightLedger(ctx context.Context, cfg *config.Config, p *publish.Publisher, log *zap.Logger) error {
+	if cfg.LedgerTopic == "" {
+		return nil
+	}
+	if err := preflight.LedgerTopic(ctx, p.Client(), cfg.LedgerTopic, int16(cfg.ReplicationFactor), ledger.TopicConfigs()); err != nil {
+		log.Error("preflight: ledger topic", zap.String("ledger_topic", cfg.LedgerTopic), zap.NamedError("err", err))
+		return err
+	}
+	log.Info("preflight: ledger topic can be read and written, or created", zap.String("ledger_topic", cfg.LedgerTopic))
+	return nil
 }
 
 // kafkaTarget publishes to Kafka through the batch engine, creating each
