@@ -179,6 +179,11 @@ type Stream struct {
 	stopped   error    // a failure retrying cannot fix: every code fails
 
 	acked func(*batch) // tests: called with s.mu held for each acknowledged batch
+
+	// See Resume: per partition, the codes written before this index are
+	// dropped; nil: none. skipped counts them (they are in sent).
+	resume  []int64
+	skipped int64
 }
 
 // partition is the state of one partition. open and queue are guarded by
@@ -286,6 +291,10 @@ func (s *Stream) Write(code []byte) error {
 		s.failedAt = min(s.failedAt, s.sent-1) // the code is in no batch
 		return s.stopped
 	}
+	if s.resume != nil && s.sent <= s.resume[p.id] {
+		s.skipped++ // delivered by an earlier run
+		return nil
+	}
 	b := p.open
 	if b == nil || !b.fits(len(code)) {
 		var err error
@@ -376,7 +385,7 @@ func (s *Stream) Finish(ctx context.Context) (kafka.Delivery, error) {
 	s.stopWait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := kafka.Delivery{Sent: s.sent, Delivered: s.delivered}
+	d := kafka.Delivery{Sent: s.sent - s.skipped, Delivered: s.delivered}
 	d.Failed = d.Sent - d.Delivered
 	if d.Failed == 0 {
 		return d, nil
