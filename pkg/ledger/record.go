@@ -108,6 +108,12 @@ type Position struct {
 	Line       int64         `json:"line"`
 	Offset     int64         `json:"offset"`
 	Partitions []kafka.Range `json:"partitions,omitempty"`
+	// PartitionCodes gives, per partition of the data topic (index =
+	// partition), how many of the file's first codes have all their codes
+	// of that partition acknowledged: each at least Codes. A resumed run
+	// leaves those out too, so it sends again only what was written and
+	// not acknowledged. Absent in records of older producers.
+	PartitionCodes []int64 `json:"partition_codes,omitempty"`
 }
 
 // Snapshot is a completed run: every code of the file is in the topic
