@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -63,9 +64,11 @@ func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *za
 		}
 		defer p.Close()
 		if cfg.LedgerTopic != "" {
-			if led, err = openLedger(ctx, cfg, p, log); err != nil {
+			var closeLedger func()
+			if led, closeLedger, err = openLedger(ctx, cfg, p, log); err != nil {
 				return err
 			}
+			defer closeLedger()
 		}
 		target = kafkaTarget{p: p, o: batch.Options{
 			Compression:      cfg.Compression,
@@ -109,20 +112,30 @@ func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *za
 }
 
 // openLedger connects and makes sure the ledger topic exists, with the
-// data topics' replication factor.
-func openLedger(ctx context.Context, cfg *config.Config, p *publish.Publisher, log *zap.Logger) (*ledger.Ledger, error) {
+// data topics' replication factor. The ledger has a client of its own,
+// with the same settings: a broker answers the requests of a connection
+// in order, so on the engine's connection a checkpoint or a heartbeat
+// would wait behind every batch queued before it (at full speed, about 2%
+// of a 10M-code file; behind a slow broker, longer than the lease). The
+// returned function closes it.
+func openLedger(ctx context.Context, cfg *config.Config, p *publish.Publisher, log *zap.Logger) (*ledger.Ledger, func(), error) {
 	if err := p.Connect(ctx); err != nil {
 		log.Error("cannot reach Kafka", zap.Strings("brokers", cfg.Brokers), zap.NamedError("err", err))
-		return nil, err
+		return nil, nil, err
 	}
-	led := ledger.New(p.Client(), cfg.LedgerTopic, int16(cfg.ReplicationFactor), log)
+	cl, err := kgo.NewClient(p.Client().Opts()...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ledger client: %w", err)
+	}
+	led := ledger.New(cl, cfg.LedgerTopic, int16(cfg.ReplicationFactor), log)
 	ectx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
 	if err := led.Ensure(ectx); err != nil {
+		cl.Close()
 		log.Error("cannot use the run ledger", zap.String("ledger_topic", cfg.LedgerTopic), zap.NamedError("err", err))
-		return nil, err
+		return nil, nil, err
 	}
-	return led, nil
+	return led, cl.Close, nil
 }
 
 // pushTimeout bounds the push at the end of a run: the run is over, and a
