@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"slices"
@@ -24,6 +25,13 @@ import (
 // producer's stderr and exit code.
 func produceFor(t *testing.T, limit time.Duration, brokers, topic, file string, onProgress func(*exec.Cmd), extra ...string) (string, int) {
 	t.Helper()
+	return produceUntil(t, limit, brokers, topic, file, 0, onProgress, extra...)
+}
+
+// produceUntil is produceFor acting at the first progress line that says
+// at least percent of the compressed file is read.
+func produceUntil(t *testing.T, limit time.Duration, brokers, topic, file string, percent float64, onProgress func(*exec.Cmd), extra ...string) (string, int) {
+	t.Helper()
 	args := append([]string{"--topic", topic, "--progress-interval", "100ms"}, extra...)
 	cmd := exec.Command(binary, append(args, file)...)
 	cmd.Env = []string{"KAFKA_BROKERS=" + brokers, "LOG_FORMAT=json"}
@@ -42,7 +50,7 @@ func produceFor(t *testing.T, limit time.Duration, brokers, topic, file string, 
 	for sc.Scan() {
 		log.Write(sc.Bytes())
 		log.WriteByte('\n')
-		if !hit && strings.Contains(sc.Text(), `"msg":"progress"`) {
+		if !hit && strings.Contains(sc.Text(), `"msg":"progress"`) && progressAt(sc.Bytes()) >= percent {
 			hit = true
 			onProgress(cmd)
 		}
@@ -52,9 +60,16 @@ func produceFor(t *testing.T, limit time.Duration, brokers, topic, file string, 
 		t.Fatalf("the producer ran past %s and was killed:\n%s", limit, tail(log.String()))
 	}
 	if !hit {
-		t.Fatalf("the run ended before any progress line:\n%s", tail(log.String()))
+		t.Fatalf("the run ended before a progress line at %g%% or more:\n%s", percent, tail(log.String()))
 	}
 	return log.String(), cmd.ProcessState.ExitCode()
+}
+
+// progressAt is the percent of a progress line; 0 if it has none.
+func progressAt(line []byte) float64 {
+	var p struct{ Percent float64 }
+	json.Unmarshal(line, &p)
+	return p.Percent
 }
 
 func tail(log string) string {

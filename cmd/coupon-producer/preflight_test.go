@@ -128,3 +128,39 @@ func keys(m map[string]string) []string {
 	}
 	return out
 }
+
+// TestKafkaPreflightLedgerTopic: --preflight checks the run ledger's topic
+// too: a missing one that could be created passes and is not created, one
+// that could not (three replicas on one broker, the data topic existing)
+// fails with exit 1 naming it, and an existing one passes.
+func TestKafkaPreflightLedgerTopic(t *testing.T) {
+	brokers := testBrokers(t)
+	good := writeGzip(t, "couponbase1.gz", "AAAAAAAA\n")
+	topic, runs := uniqueTopic("preflight"), uniqueTopic("runs")
+	createTopic(t, brokers, topic, 1, 1, nil)
+	args := []string{"--preflight", "--brokers", brokers, "--topic", topic, "--ledger-topic", runs, good}
+	r := runBinary(t, nil, args...)
+	if r.code != 0 || !strings.Contains(r.stderr, "preflight: ledger topic can be read and written, or created") {
+		t.Fatalf("exit %d, want 0 and the ledger topic checked; stderr:\n%s", r.code, r.stderr)
+	}
+	topics, err := newAdmin(t, brokers).ListTopics(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if topics.Has(runs) {
+		t.Errorf("preflight created ledger topic %s; it must only validate the creation", runs)
+	}
+
+	r = runBinary(t, nil, append([]string{"--replication-factor", "3"}, args...)...)
+	if r.code != 1 || !strings.Contains(r.stderr, "preflight: ledger topic") || !strings.Contains(r.stderr, runs+" does not exist and cannot be created") ||
+		!strings.Contains(r.stderr, "INVALID_REPLICATION_FACTOR") {
+		t.Fatalf("a ledger topic that cannot be created: exit %d, want 1 naming it and the broker's reason; stderr:\n%s", r.code, r.stderr)
+	}
+
+	if r := runBinary(t, []string{"KAFKA_BROKERS=" + brokers}, "--topic", topic, "--ledger-topic", runs, good); r.code != 0 {
+		t.Fatalf("run: exit %d:\n%s", r.code, r.stderr)
+	}
+	if r := runBinary(t, nil, args...); r.code != 0 || !strings.Contains(r.stderr, "preflight: ledger topic can be read and written") {
+		t.Fatalf("an existing ledger topic: exit %d, want 0; stderr:\n%s", r.code, r.stderr)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -55,7 +56,8 @@ func serve(ctx context.Context, cfg *config.Config, stdout io.Writer, log *zap.L
 func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *zap.Logger, m *metrics.Metrics) error {
 	job := run.Job{
 		Files: cfg.Files, TopicFor: cfg.TopicFor, Target: run.Stdout{W: stdout},
-		Options:        run.Options{ShutdownTimeout: cfg.ShutdownTimeout, ProgressInterval: cfg.ProgressInterval, Logger: log, Metrics: m},
+		Options: run.Options{ShutdownTimeout: cfg.ShutdownTimeout, ProgressInterval: cfg.ProgressInterval, Logger: log, Metrics: m,
+			CheckpointShare: float64(cfg.CheckpointPercent) / 100},
 		LedgerOptions:  ledger.Options{Interval: cfg.CheckpointInterval, Force: cfg.Force, NoResume: cfg.NoResume},
 		Origin:         run.Origin{Version: buildVersion(), Job: cfg.JobName, Pod: cfg.PodName, Namespace: cfg.PodNamespace},
 		PushgatewayURL: cfg.PushgatewayURL,
@@ -67,9 +69,11 @@ func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *za
 		}
 		defer conn.Close()
 		if cfg.LedgerTopic != "" {
-			if job.Ledger, err = openLedger(ctx, cfg, conn, log); err != nil {
+			var closeLedger func()
+			if job.Ledger, closeLedger, err = openLedger(ctx, cfg, conn, log); err != nil {
 				return err
 			}
+			defer closeLedger()
 		}
 		job.Target = run.Kafka{Conn: conn, Options: producer.Options{
 			Compression:      cfg.Compression,
@@ -84,25 +88,36 @@ func runFiles(ctx context.Context, cfg *config.Config, stdout io.Writer, log *za
 }
 
 // openLedger connects and makes sure the ledger topic exists, with the
-// data topics' replication factor.
-func openLedger(ctx context.Context, cfg *config.Config, p *kafka.Conn, log *zap.Logger) (*ledger.Ledger, error) {
+// data topics' replication factor. The ledger has a client of its own,
+// with the same settings: a broker answers the requests of a connection
+// in order, so on the engine's connection a checkpoint or a heartbeat
+// would wait behind every batch queued before it (at full speed, about 2%
+// of a 10M-code file; behind a slow broker, longer than the lease). The
+// returned function closes it.
+func openLedger(ctx context.Context, cfg *config.Config, p *kafka.Conn, log *zap.Logger) (*ledger.Ledger, func(), error) {
 	if err := p.Connect(ctx); err != nil {
 		log.Error("cannot reach Kafka", zap.Strings("brokers", cfg.Brokers), zap.NamedError("err", err))
-		return nil, err
+		return nil, nil, err
 	}
-	led := ledger.New(p.Client(), cfg.LedgerTopic, int16(cfg.ReplicationFactor), log)
+	cl, err := kgo.NewClient(p.Client().Opts()...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ledger client: %w", err)
+	}
+	led := ledger.New(cl, cfg.LedgerTopic, int16(cfg.ReplicationFactor), log)
 	ectx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
 	if err := led.Ensure(ectx); err != nil {
+		cl.Close()
 		log.Error("cannot use the run ledger", zap.String("ledger_topic", cfg.LedgerTopic), zap.NamedError("err", err))
-		return nil, err
+		return nil, nil, err
 	}
-	return led, nil
+	return led, cl.Close, nil
 }
 
 // runPreflight checks, publishing nothing, what a run of the configured
 // files would need: each file a readable gzip file (exit 3 otherwise), the
-// brokers reachable and each topic writable or creatable (exit 1).
+// brokers reachable, each topic writable or creatable and the ledger
+// topic readable and writable or creatable (exit 1).
 func runPreflight(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	var errs []error
 	for _, f := range cfg.Files {
@@ -135,7 +150,24 @@ func runPreflight(ctx context.Context, cfg *config.Config, log *zap.Logger) erro
 		}
 		log.Info("preflight: topic can be written or created", zap.String("topic", topic))
 	}
+	if err := preflightLedger(ctx, cfg, p, log); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// preflightLedger checks that the run ledger's topic, if there is one, can
+// be read and written, or created as a run would create it.
+func preflightLedger(ctx context.Context, cfg *config.Config, p *kafka.Conn, log *zap.Logger) error {
+	if cfg.LedgerTopic == "" {
+		return nil
+	}
+	if err := preflight.LedgerTopic(ctx, p.Client(), cfg.LedgerTopic, int16(cfg.ReplicationFactor), ledger.TopicConfigs()); err != nil {
+		log.Error("preflight: ledger topic", zap.String("ledger_topic", cfg.LedgerTopic), zap.NamedError("err", err))
+		return err
+	}
+	log.Info("preflight: ledger topic can be read and written, or created", zap.String("ledger_topic", cfg.LedgerTopic))
+	return nil
 }
 
 func newConn(cfg *config.Config, log *zap.Logger) (*kafka.Conn, error) {

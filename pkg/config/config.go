@@ -56,6 +56,7 @@ type Config struct {
 
 	LedgerTopic        string // empty: no ledger
 	CheckpointInterval time.Duration
+	CheckpointPercent  int // 0: checkpoints by time only
 	Force              bool
 	NoResume           bool
 	// Who runs, recorded in the ledger; the chart sets them through the

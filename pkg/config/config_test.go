@@ -325,6 +325,10 @@ func TestValidateQuotesValueAndSource(t *testing.T) {
 		{nil, []string{"--schedule-tz", "Mars/Base"}, []string{`"Mars/Base"`}},
 		{nil, []string{"--run-on-start"}, []string{"run-on-start needs schedule"}},
 		{[]string{"PUSHGATEWAY_URL", "pushgateway:9091"}, nil, []string{`pushgateway-url "pushgateway:9091"`, "env PUSHGATEWAY_URL", "http://"}},
+		{nil, []string{"--checkpoint-percent", "101"}, []string{"checkpoint-percent 101", "flag --checkpoint-percent", "between 0 and 100"}},
+		{[]string{"KAFKA_TOPIC_CONFIG", "max.message.bytes=100000,retention.ms=1"}, []string{"--batch-max-bytes", "200000"},
+			[]string{"batch-max-bytes 200000 (from flag --batch-max-bytes)", "max.message.bytes 100000 in topic-config (from env KAFKA_TOPIC_CONFIG)"}},
+		{nil, []string{"--topic-config", "max.message.bytes=1000"}, []string{"batch-max-bytes 1048576 (from default)", "max.message.bytes 1000"}},
 	} {
 		t.Run(strings.Join(append(tc.env, tc.args...), " "), func(t *testing.T) {
 			cleanEnv(t, tc.env...)

@@ -103,6 +103,8 @@ var keys = []key{
 		"compacted topic of the run ledger (skip unchanged files, resume, one run at a time), created like data topics; empty: no ledger", func(c *Config) any { return &c.LedgerTopic }},
 	{"checkpoint-interval", []string{"CHECKPOINT_INTERVAL"}, kDuration, "5s",
 		"how often a run records its acknowledged position in the ledger; a run silent for three of them is taken for gone", func(c *Config) any { return &c.CheckpointInterval }},
+	{"checkpoint-percent", []string{"CHECKPOINT_PERCENT"}, kInt, "1",
+		"also record the acknowledged position each time another this many percent of the compressed file is read, so that a killed run re-sends at most about that share; 0: by time only", func(c *Config) any { return &c.CheckpointPercent }},
 	{"force", []string{"FORCE"}, kBool, "false",
 		"publish a file even if the ledger says this very file is already in the topic", func(c *Config) any { return &c.Force }},
 	{"no-resume", []string{"NO_RESUME"}, kBool, "false",

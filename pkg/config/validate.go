@@ -16,7 +16,7 @@ import (
 // together; the first that fails is returned.
 func (c *Config) Validate() error {
 	for _, check := range []func() error{
-		c.checkFiles, c.checkBrokers, c.checkTopicCreation, c.checkProducer, c.checkTimeouts,
+		c.checkFiles, c.checkBrokers, c.checkTopicCreation, c.checkProducer, c.checkMaxMessageBytes, c.checkTimeouts,
 		c.checkLedger, c.checkLogFormat, c.checkTLS, c.checkSASL, c.checkPushgateway, c.checkSchedule,
 	} {
 		if err := check(); err != nil {
@@ -110,6 +110,9 @@ func (c *Config) checkLedger() error {
 	}
 	if c.CheckpointInterval < 100*time.Millisecond || c.CheckpointInterval > 10*time.Minute {
 		return c.bad("checkpoint-interval", c.CheckpointInterval, "is not between 100ms and 10m")
+	}
+	if c.CheckpointPercent < 0 || c.CheckpointPercent > 100 {
+		return c.bad("checkpoint-percent", c.CheckpointPercent, "is not between 0 and 100")
 	}
 	return nil
 }

@@ -228,6 +228,7 @@ type Claim struct {
 	position func() Position // this run's progress; nil before publishing
 	stop     chan struct{}
 	done     chan struct{}
+	nudge    chan struct{} // see Nudge
 }
 
 // Begin enters a run of rec.File into the ledger: it writes the started
@@ -277,7 +278,7 @@ func (l *Ledger) start(ctx context.Context, rec Record, o Options) (*Claim, erro
 	rec.StartedAt = time.Now().UTC()
 	rec.LeaseMillis = o.Lease().Milliseconds()
 	rec.LastCompleted = lastCompleted(hist)
-	r := &Claim{l: l, o: o, rec: rec, snapshot: rec.LastCompleted, stop: make(chan struct{}), done: make(chan struct{})}
+	r := &Claim{l: l, o: o, rec: rec, snapshot: rec.LastCompleted, stop: make(chan struct{}), done: make(chan struct{}), nudge: make(chan struct{}, 1)}
 	rec.Status = Started
 	if r.self, err = l.write(ctx, rec); err != nil {
 		return nil, err
@@ -449,25 +450,49 @@ func (r *Claim) checkpoint(p Position) Record {
 	return c
 }
 
-// heartbeat writes a checkpoint every interval until Finish. A failed
-// write is logged and the run goes on: the data is still being delivered,
-// and the next checkpoint may get through before the lease ends.
+// heartbeat writes a checkpoint when Nudge asks for one and the
+// acknowledged position has moved since the last, and at least every
+// interval, which keeps the lease, until Finish. A failed write is logged
+// and the run goes on: the data is still being delivered, and the next
+// checkpoint may get through before the lease ends.
 func (r *Claim) heartbeat() {
 	defer close(r.done)
-	t := time.NewTicker(r.o.Interval)
+	t := time.NewTimer(r.o.Interval)
 	defer t.Stop()
+	last := int64(-1) // codes of the last checkpoint written
 	for {
+		nudged := false
 		select {
 		case <-r.stop:
 			return
 		case <-t.C:
+		case <-r.nudge:
+			nudged = true
+		}
+		p := r.current()
+		if nudged && p.Codes == last {
+			continue // nothing new acknowledged; the timer keeps the lease
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), r.o.Interval)
-		_, err := r.l.write(ctx, r.checkpoint(r.current()))
+		_, err := r.l.write(ctx, r.checkpoint(p))
 		cancel()
 		if err != nil {
 			r.l.log.Warn("cannot checkpoint", zap.String("topic", r.rec.Topic), zap.String("run_id", r.rec.RunID), zap.NamedError("err", err))
+		} else {
+			last = p.Codes
 		}
+		t.Reset(r.o.Interval)
+	}
+}
+
+// Nudge asks for a checkpoint now, by progress rather than by time: the
+// heartbeat writes one unless nothing was acknowledged since the last.
+// It never blocks; nudges that come while a checkpoint is being written
+// make one more.
+func (r *Claim) Nudge() {
+	select {
+	case r.nudge <- struct{}{}:
+	default:
 	}
 }
 
@@ -508,6 +533,7 @@ func (r *Claim) Finish(ctx context.Context, o Outcome) error {
 		r.snapshot = &Snapshot{
 			RunID: r.rec.RunID, File: r.rec.File, Size: r.rec.Size, SHA256: r.rec.SHA256, Codes: o.Codes,
 			TopicID: hex.EncodeToString(t.TopicID[:]), EndedAt: time.Now().UTC(), Partitions: pos.Partitions,
+			TopicIDBase64: TopicIDBase64(t.TopicID),
 		}
 	}
 	return r.final(ctx, rec)

@@ -1,9 +1,14 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -301,5 +306,75 @@ func TestTogetherOneWins(t *testing.T) {
 	}
 	if len(winners) != 1 {
 		t.Fatalf("%d runs went on, want 1", len(winners))
+	}
+}
+
+// TestNudgeCheckpointsByProgress: with an interval far longer than the
+// test, a checkpoint is written only when Nudge asks and the acknowledged
+// position has moved since the last one.
+func TestNudgeCheckpointsByProgress(t *testing.T) {
+	f := newFixture(t)
+	r, _, err := f.l.Begin(context.Background(), file, Options{Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes atomic.Int64
+	r.Track(func() Position { return Position{Codes: codes.Load()} })
+	checkpoints := func() []int64 {
+		t.Helper()
+		hist, err := f.l.Read(context.Background(), "data")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int64
+		for _, e := range hist {
+			if e.Status == Checkpoint {
+				out = append(out, e.Checkpoint.Codes)
+			}
+		}
+		return out
+	}
+	await := func(want []int64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if slices.Equal(checkpoints(), want) {
+				return
+			}
+		}
+		t.Fatalf("checkpoints %v, want %v", checkpoints(), want)
+	}
+	codes.Store(50)
+	r.Nudge()
+	await([]int64{50})
+	r.Nudge() // nothing new acknowledged
+	time.Sleep(300 * time.Millisecond)
+	codes.Store(100)
+	r.Nudge()
+	await([]int64{50, 100})
+	if err := r.Finish(context.Background(), Outcome{Status: Interrupted, Position: Position{Codes: 100}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := statuses(t, f.l), []Status{Started, Checkpoint, Checkpoint, Interrupted}; !slices.Equal(got, want) {
+		t.Fatalf("records %v, want %v", got, want)
+	}
+}
+
+// TestSnapshotTopicIDInBothForms: the snapshot gives the data topic's ID
+// in hex and in the base64 form Kafka's tools print, the same 16 bytes.
+func TestSnapshotTopicIDInBothForms(t *testing.T) {
+	f := newFixture(t)
+	f.complete(t, file, f.publish(t, 1), opts())
+	hist, err := f.l.Read(context.Background(), "data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := hist[len(hist)-1].LastCompleted
+	meta, err := kafka.TopicMetadata(context.Background(), f.cl, "data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(s.TopicIDBase64)
+	if err != nil || len(s.TopicIDBase64) != 22 || !bytes.Equal(raw, meta.TopicID[:]) || s.TopicID != hex.EncodeToString(raw) {
+		t.Fatalf("snapshot topic_id %q, topic_id_base64 %q (%v); the topic's ID is %x", s.TopicID, s.TopicIDBase64, err, meta.TopicID)
 	}
 }

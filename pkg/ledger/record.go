@@ -12,6 +12,7 @@
 package ledger
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -107,6 +108,12 @@ type Position struct {
 	Line       int64         `json:"line"`
 	Offset     int64         `json:"offset"`
 	Partitions []kafka.Range `json:"partitions,omitempty"`
+	// PartitionCodes gives, per partition of the data topic (index =
+	// partition), how many of the file's first codes have all their codes
+	// of that partition acknowledged: each at least Codes. A resumed run
+	// leaves those out too, so it sends again only what was written and
+	// not acknowledged. Absent in records of older producers.
+	PartitionCodes []int64 `json:"partition_codes,omitempty"`
 }
 
 // Snapshot is a completed run: every code of the file is in the topic
@@ -121,7 +128,16 @@ type Snapshot struct {
 	TopicID    string        `json:"topic_id"`
 	EndedAt    time.Time     `json:"ended_at"`
 	Partitions []kafka.Range `json:"partitions"`
+	// TopicIDBase64 is TopicID as Kafka's tools print topic IDs
+	// (kafka-topics --describe: URL-safe base64, no padding); TopicID is
+	// the same 16 bytes in hex. Empty in records written before it was
+	// added.
+	TopicIDBase64 string `json:"topic_id_base64,omitempty"`
 }
+
+// TopicIDBase64 is id as Kafka's Uuid.toString writes it, the form
+// kafka-topics prints.
+func TopicIDBase64(id [16]byte) string { return base64.RawURLEncoding.EncodeToString(id[:]) }
 
 // Decode parses a record value. A record of a newer version is an error:
 // this binary cannot know what it means.

@@ -49,6 +49,12 @@ const notReported = math.MinInt32
 // it could be created with the given settings: the brokers validate the
 // creation (CreateTopics with validateOnly), and nothing is created.
 func Topic(ctx context.Context, cl *kgo.Client, topic string, partitions int32, replicationFactor int16, configs map[string]string) error {
+	return checkTopic(ctx, cl, topic, aclWrite, partitions, replicationFactor, configs)
+}
+
+// checkTopic checks that this client has the rights need (AclOperation
+// bits) on topic or, if it does not exist, that it could be created.
+func checkTopic(ctx context.Context, cl *kgo.Client, topic string, need int32, partitions int32, replicationFactor int16, configs map[string]string) error {
 	req := kmsg.NewPtrMetadataRequest()
 	rt := kmsg.NewMetadataRequestTopic()
 	rt.Topic = kmsg.StringPtr(topic)
@@ -65,8 +71,8 @@ func Topic(ctx context.Context, cl *kgo.Client, topic string, partitions int32, 
 	t := resp.Topics[0]
 	switch err := kerr.ErrorForCode(t.ErrorCode); {
 	case err == nil:
-		if ops := t.AuthorizedOperations; ops != notReported && ops&aclWrite == 0 {
-			return fmt.Errorf("topic %s exists but this client is not authorized to write to it", topic)
+		if ops := t.AuthorizedOperations; ops != notReported && ops&need != need {
+			return fmt.Errorf("topic %s exists but this client is not authorized to %s it", topic, rights(need&^ops))
 		}
 		return nil
 	case errors.Is(err, kerr.UnknownTopicOrPartition):

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/couponpipeline/coupon-producer/pkg/ledger"
 	"github.com/couponpipeline/coupon-producer/pkg/source"
 )
 
@@ -126,10 +127,9 @@ func TestTopicNotCreatable(t *testing.T) {
 	}
 }
 
-func TestTopicNotWritable(t *testing.T) {
-	c, cl := newCluster(t, kfake.SeedTopics(3, "couponbase1.gz"))
-	// The broker reports the client's rights on the topic: DESCRIBE and READ
-	// (bits 8 and 3), not WRITE.
+// authorize makes c report ops as the client's rights on topic when asked
+// for authorized operations.
+func authorize(c *kfake.Cluster, topic string, ops int32) {
 	c.ControlKey(int16(kmsg.Metadata), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		req := kr.(*kmsg.MetadataRequest)
@@ -138,14 +138,56 @@ func TestTopicNotWritable(t *testing.T) {
 		}
 		resp := req.ResponseKind().(*kmsg.MetadataResponse)
 		st := kmsg.NewMetadataResponseTopic()
-		st.Topic = kmsg.StringPtr("couponbase1.gz")
-		st.AuthorizedOperations = 1<<8 | 1<<3
+		st.Topic = kmsg.StringPtr(topic)
+		st.AuthorizedOperations = ops
 		st.Partitions = append(st.Partitions, kmsg.NewMetadataResponseTopicPartition())
 		resp.Topics = append(resp.Topics, st)
 		return resp, nil, true
 	})
+}
+
+func TestTopicNotWritable(t *testing.T) {
+	c, cl := newCluster(t, kfake.SeedTopics(3, "couponbase1.gz"))
+	// The broker reports the client's rights on the topic: DESCRIBE and READ
+	// (bits 8 and 3), not WRITE.
+	authorize(c, "couponbase1.gz", 1<<8|1<<3)
 	err := Topic(context.Background(), cl, "couponbase1.gz", 6, -1, nil)
 	if err == nil || !strings.Contains(err.Error(), "not authorized to write") {
 		t.Fatalf("err = %v, want a refusal to write", err)
+	}
+}
+
+// TestLedgerTopic: the ledger topic must be readable as well as writable,
+// or creatable with the ledger's settings and one partition; a creatable
+// one is not created.
+func TestLedgerTopic(t *testing.T) {
+	const runs = "coupon-producer.runs"
+	ctx := context.Background()
+	_, cl := newCluster(t)
+	if err := LedgerTopic(ctx, cl, runs, 1, ledger.TopicConfigs()); err != nil {
+		t.Fatalf("a creatable ledger topic: %v", err)
+	}
+	if topics, err := kadm.NewClient(cl).ListTopics(ctx); err != nil || topics.Has(runs) {
+		t.Fatalf("preflight created the ledger topic (err %v); it must only validate its creation", err)
+	}
+	err := LedgerTopic(ctx, cl, runs, 3, ledger.TopicConfigs())
+	if err == nil || !strings.Contains(err.Error(), runs+" does not exist and cannot be created") || !strings.Contains(err.Error(), "INVALID_REPLICATION_FACTOR") {
+		t.Fatalf("three replicas on one broker: err = %v, want a refusal naming the ledger topic", err)
+	}
+	for _, tc := range []struct {
+		ops  int32
+		want string // "": allowed
+	}{
+		{1<<8 | 1<<3 | 1<<4, ""},
+		{1<<8 | 1<<4, "not authorized to read it"},
+		{1<<8 | 1<<3, "not authorized to write to it"},
+		{1 << 8, "not authorized to read or write to it"},
+	} {
+		c, cl := newCluster(t, kfake.SeedTopics(1, runs))
+		authorize(c, runs, tc.ops)
+		err := LedgerTopic(ctx, cl, runs, -1, ledger.TopicConfigs())
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("rights %b: err = %v, want %q", tc.ops, err, tc.want)
+		}
 	}
 }

@@ -201,32 +201,42 @@ func TestPermanentErrorStopsTheStream(t *testing.T) {
 		t.Run(code.Message, func(t *testing.T) {
 			c := newCluster(t, 1)
 			kafkatest.FailProduce(c, code.Code, func(int64) bool { return true })
-			o := testOptions()
-			o.MaxBufferedBytes = 2 * int(o.BatchMaxBytes)
-			o.DeliveryTimeout = time.Hour // only the refusal can end the stream
-			// Bounds a regression: Write would wait for space forever.
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			s, err := New(ctx, newClient(t, c), "t", o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var sent int64
-			for _, c := range kafkatest.Codes(1_000_000) {
-				sent++
-				if err = s.Write(c); err != nil {
-					break
-				}
-			}
+			s, sent, err := writeUntilStopped(t, c)
 			if !errors.Is(err, code) {
 				t.Fatalf("Write after %d codes: %v, want %s", sent, err, code.Message)
 			}
-			d, err := s.Finish(ctx)
+			d, err := s.Finish(context.Background())
 			if !errors.Is(err, code) || d != (kafka.Delivery{Sent: sent, Failed: sent}) {
 				t.Fatalf("delivery %+v, err %v; want all %d failed with %s", d, err, sent, code.Message)
 			}
 		})
 	}
+}
+
+// writeUntilStopped starts a stream on c that only a refusal can end (an
+// hour's delivery timeout, buffers for two batches) and writes codes
+// until Write fails. It returns the stream, the codes written and Write's
+// error.
+func writeUntilStopped(t *testing.T, c *kfake.Cluster) (*Stream, int64, error) {
+	t.Helper()
+	o := testOptions()
+	o.MaxBufferedBytes = 2 * int(o.BatchMaxBytes)
+	o.DeliveryTimeout = time.Hour
+	// Bounds a regression: Write would wait for space forever.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	s, err := New(ctx, newClient(t, c), "t", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent int64
+	for _, c := range kafkatest.Codes(1_000_000) {
+		sent++
+		if err = s.Write(c); err != nil {
+			break
+		}
+	}
+	return s, sent, err
 }
 
 func TestBatchLargerThanTopicAllows(t *testing.T) {
@@ -290,4 +300,42 @@ func TestManyPartitionsFillTheirBatches(t *testing.T) {
 	if s.allocated > o.MaxBufferedBytes {
 		t.Fatalf("%d bytes of buffers, limit %d", s.allocated, o.MaxBufferedBytes)
 	}
+}
+
+// TestInvalidTimestampStopsAtOnce: a broker that refuses the batches'
+// timestamps (a clock more than message.timestamp.after.max.ms ahead of
+// the broker's) stops the stream at the first refusal, with a message
+// that names the clock and the topic settings, instead of failing batch
+// after batch while the file is read, each under a new producer ID.
+func TestInvalidTimestampStopsAtOnce(t *testing.T) {
+	c := newCluster(t, 1)
+	refused := kafkatest.FailProduce(c, kerr.InvalidTimestamp.Code, func(int64) bool { return true })
+	var pids atomic.Int64
+	c.ControlKey(int16(kmsg.InitProducerID), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		pids.Add(1)
+		return nil, nil, false
+	})
+	s, sent, err := writeUntilStopped(t, c)
+	if !errors.Is(err, kerr.InvalidTimestamp) {
+		t.Fatalf("Write after %d codes: %v, want INVALID_TIMESTAMP", sent, err)
+	}
+	for _, w := range []string{"this machine's clock", "message.timestamp.after.max.ms", "message.timestamp.before.max.ms", "NTP", "topic t "} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("the error does not say %q: %v", w, err)
+		}
+	}
+	d, ferr := s.Finish(context.Background())
+	if !errors.Is(ferr, kerr.InvalidTimestamp) || d != (kafka.Delivery{Sent: sent, Failed: sent}) {
+		t.Fatalf("delivery %+v, err %v; want all %d failed", d, ferr, sent)
+	}
+	// One producer ID, at the start: a stopped stream takes no other;
+	// only the batches in flight at the first refusal were sent.
+	if n := pids.Load(); n != 1 {
+		t.Fatalf("%d producer IDs taken, want 1", n)
+	}
+	if n := refused.Load(); n > 3 {
+		t.Fatalf("%d produce requests refused, want the first few only", n)
+	}
+	t.Logf("%d codes written, %d produce requests, %d producer IDs: %v", sent, refused.Load(), pids.Load(), err)
 }

@@ -347,6 +347,8 @@ func (s *Stream) handle(r result, now time.Time) {
 			s.pop(p)
 			s.release(b)
 			continue
+		case errors.Is(err, kerr.InvalidTimestamp):
+			s.stop(s.timestampRefused(b, now, err))
 		case kafka.Permanent(err):
 			s.stop(err)
 		case errors.Is(err, kerr.OutOfOrderSequenceNumber) ||
@@ -370,8 +372,12 @@ func (s *Stream) handle(r result, now time.Time) {
 		// many records the broker would take it for a duplicate of this
 		// one and acknowledge it unwritten. So the batches that follow
 		// start under a new producer ID, as the Java client bumps the
-		// epoch for any failed batch.
-		s.needPID = true
+		// epoch for any failed batch. A stopped stream sends no more
+		// batches: the other batches in flight that fail with it must
+		// not take one each.
+		if s.stopped == nil {
+			s.needPID = true
+		}
 		s.pop(p)
 		s.fail(b, err)
 	}

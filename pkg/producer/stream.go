@@ -146,6 +146,8 @@ type Stream struct {
 	// for many partitions.
 	batchSize int
 	log       *zap.Logger
+	// timestampBounds are the topic's, for the message of a refusal.
+	timestampBounds string
 
 	writeCtx context.Context    // Write stops waiting for space when it ends
 	stopWait func() bool        // unregisters the wake-up of Write on writeCtx
@@ -179,6 +181,11 @@ type Stream struct {
 	stopped   error    // a failure retrying cannot fix: every code fails
 
 	acked func(*batch) // tests: called with s.mu held for each acknowledged batch
+
+	// See Resume: per partition, the codes written before this index are
+	// dropped; nil: none. skipped counts them (they are in sent).
+	resume  []int64
+	skipped int64
 }
 
 // partition is the state of one partition. open and queue are guarded by
@@ -249,6 +256,7 @@ func New(ctx context.Context, cl *kgo.Client, topic string, o Options) (*Stream,
 	if err := s.checkMaxMessageBytes(ctx); err != nil {
 		return nil, err
 	}
+	s.timestampBounds = s.describeTimestampBounds(ctx)
 	if s.pid, s.pidEpoch, err = s.initProducerID(ctx); err != nil {
 		return nil, err
 	}
@@ -284,6 +292,10 @@ func (s *Stream) Write(code []byte) error {
 	if s.stopped != nil {
 		s.failedAt = min(s.failedAt, s.sent-1) // the code is in no batch
 		return s.stopped
+	}
+	if s.resume != nil && s.sent <= s.resume[p.id] {
+		s.skipped++ // delivered by an earlier run
+		return nil
 	}
 	b := p.open
 	if b == nil || !b.fits(len(code)) {
@@ -375,7 +387,7 @@ func (s *Stream) Finish(ctx context.Context) (kafka.Delivery, error) {
 	s.stopWait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := kafka.Delivery{Sent: s.sent, Delivered: s.delivered}
+	d := kafka.Delivery{Sent: s.sent - s.skipped, Delivered: s.delivered}
 	d.Failed = d.Sent - d.Delivered
 	if d.Failed == 0 {
 		return d, nil

@@ -27,6 +27,8 @@ type claim struct {
 	log         *zap.Logger
 	file, topic string
 	held        *ledger.Claim // nil until Prepare decides to publish
+	// resume is the checkpoint Prepare resumes after; nil: none.
+	resume *ledger.Position
 }
 
 // options adds the ledger's hooks to o.
@@ -37,11 +39,22 @@ func (f *claim) options(o Options) Options {
 			f.held.Track(func() ledger.Position { return toLedger(position()) })
 		}
 	}
+	o.Checkpoint = func() {
+		if f.held != nil {
+			f.held.Nudge()
+		}
+	}
+	o.ResumePartitions = func() []int64 {
+		if f.resume != nil {
+			return f.resume.PartitionCodes
+		}
+		return nil
+	}
 	return o
 }
 
 func toLedger(p Position) ledger.Position {
-	return ledger.Position{Codes: p.Codes, Line: p.Line, Offset: p.Offset, Partitions: p.Ranges}
+	return ledger.Position{Codes: p.Codes, Line: p.Line, Offset: p.Offset, Partitions: p.Ranges, PartitionCodes: p.PartitionCodes}
 }
 
 // prepare hashes the file (a read of its own, before decoding: skipping
@@ -79,6 +92,7 @@ func (f *claim) prepare(ctx context.Context, src *source.File) (int64, error) {
 		fields = append(fields, zap.String("reason", plan.Reason))
 	}
 	if plan.Resume != nil {
+		f.resume = plan.Resume
 		log.Info("resuming an unfinished run", append(fields, zap.String("resumed_from", plan.ResumedFrom),
 			zap.Int64("already_delivered", plan.Resume.Codes), zap.Int64("line", plan.Resume.Line), zap.Int64("offset", plan.Resume.Offset))...)
 		return plan.Resume.Codes, nil

@@ -61,6 +61,36 @@ type Options struct {
 	// from any goroutine, also after File returns. It is not called for a
 	// Sink that cannot tell (see Acknowledger).
 	Track func(position func() Position)
+	// Checkpoint, if set, is called each time another CheckpointShare
+	// (more than 0, at most 1) of the compressed file has been read, so
+	// that the caller can record the acknowledged position by progress
+	// as well as by time: what a killed run sends again is then bounded
+	// by a share of the file, whatever its size or the machine's speed.
+	// It is called from the reading goroutine, at most once per chunk,
+	// and must not block.
+	Checkpoint      func()
+	CheckpointShare float64
+	// ResumePartitions, if set, is called after Prepare. It returns, per
+	// partition of the topic, how many of the file's first codes have
+	// all their codes of that partition delivered by an earlier run (at
+	// least Prepare's skip), or nil. A Resumer sink then leaves those out
+	// too; another sink publishes every code after the skip.
+	ResumePartitions func() []int64
+}
+
+// Resumer is a Sink that can leave out, partition by partition, the codes
+// an earlier run delivered beyond its acknowledged prefix, as the engine's
+// stream does (package publish/batch).
+type Resumer interface {
+	// Resume, before the first Write, makes the sink drop the codes of
+	// each partition p whose index among the codes written is below
+	// bounds[p]; false if it cannot (another partition count).
+	Resume(bounds []int64) bool
+	// Skipped returns how many codes Resume dropped.
+	Skipped() int64
+	// PartitionPrefixes returns, per partition, how many of the first
+	// codes written have all their codes of that partition acknowledged.
+	PartitionPrefixes() []int64
 }
 
 // ErrSkipped is wrapped by the error of a Prepare that decided the file
@@ -82,6 +112,10 @@ type Acknowledger interface {
 type Position struct {
 	Codes, Line, Offset int64
 	Ranges              []kafka.Range
+	// PartitionCodes, for a Resumer sink, gives per partition how many of
+	// the file's first codes have all their codes of that partition
+	// acknowledged; each is at least Codes.
+	PartitionCodes []int64
 }
 
 // Summary is the accounting of one file.
@@ -203,22 +237,25 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 			return sink.Write(code)
 		}
 	}
+	resumer, resumed := resume(log, sink, opts, skip)
 	ex := extract.New(emit)
 	var marks *positions
 	if ack, ok := sink.(Acknowledger); ok {
-		marks = &positions{ack: ack, skip: skip, marks: []mark{{}}}
+		marks = &positions{ack: ack, skip: skip, marks: []mark{{}}, resumer: resumer, resumed: resumed}
 		if opts.Track != nil {
 			opts.Track(marks.position)
 		}
 	}
 	var codes atomic.Int64
 	stopProgress := startProgress(log, opts.ProgressInterval, src, &codes, start)
+	due := checkpointsBy(opts, src.Size())
 	readErr := source.Pump(ctx, src, chunkSize, chunkDepth, func(p []byte) error {
 		_, err := ex.Write(p)
 		st := ex.Stats()
 		codes.Store(st.Codes)
 		read.update(st.Codes, src.CompressedRead())
 		marks.add(st)
+		due(src.CompressedRead())
 		return err
 	})
 	if readErr == nil {
@@ -239,6 +276,9 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 	sum.Bytes, sum.Lines, sum.Codes = st.Bytes, st.Lines, st.Codes
 	sum.Delivered, sum.Failed = d.Delivered, d.Failed
 	sum.AlreadyDelivered = min(skip, sum.Codes)
+	if resumer != nil {
+		sum.AlreadyDelivered += resumer.Skipped()
+	}
 	if marks != nil {
 		sum.Acked = marks.position()
 	}
@@ -253,6 +293,24 @@ func file(ctx context.Context, path, topic string, target Target, opts Options, 
 	return sum, err
 }
 
+// checkpointsBy returns the function the reading loop calls with the
+// compressed bytes read so far: it calls opts.Checkpoint each time they
+// pass another opts.CheckpointShare of size.
+func checkpointsBy(opts Options, size int64) func(read int64) {
+	if opts.Checkpoint == nil || opts.CheckpointShare <= 0 || size <= 0 {
+		return func(int64) {}
+	}
+	step := max(int64(math.Ceil(opts.CheckpointShare*float64(size))), 1)
+	next := step
+	return func(read int64) {
+		if read < next {
+			return
+		}
+		next = (read/step + 1) * step
+		opts.Checkpoint()
+	}
+}
+
 // mark is where a chunk of the decompressed file ends: the codes extracted
 // up to it, and the line and byte it ends at.
 type mark struct{ codes, line, offset int64 }
@@ -261,8 +319,10 @@ type mark struct{ codes, line, offset int64 }
 // written, into a Position in the file, through a mark per chunk read
 // (one per 256 KiB: a few thousand for the largest file).
 type positions struct {
-	ack  Acknowledger
-	skip int64
+	ack     Acknowledger
+	skip    int64
+	resumer Resumer // nil: no partition prefixes
+	resumed []int64 // the bounds of the resumed run, in the file's codes
 
 	mu    sync.Mutex
 	marks []mark
@@ -286,7 +346,46 @@ func (p *positions) position() Position {
 	// The last mark whose codes are all acknowledged.
 	i := sort.Search(len(p.marks), func(i int) bool { return p.marks[i].codes > codes }) - 1
 	m := p.marks[max(i, 0)]
-	return Position{Codes: codes, Line: m.line, Offset: m.offset, Ranges: ranges}
+	pos := Position{Codes: codes, Line: m.line, Offset: m.offset, Ranges: ranges}
+	if p.resumer != nil {
+		pos.PartitionCodes = p.resumer.PartitionPrefixes()
+		for i := range pos.PartitionCodes {
+			pos.PartitionCodes[i] += p.skip
+			if i < len(p.resumed) {
+				pos.PartitionCodes[i] = max(pos.PartitionCodes[i], p.resumed[i])
+			}
+		}
+	}
+	return pos
+}
+
+// resume hands a Resumer sink the bounds of opts.ResumePartitions, as
+// indices among the codes it is written (after skip). It returns the
+// Resumer, nil if the sink is none, and the bounds it took, in the file's
+// codes; nil if there were none or it refused them (the codes after skip
+// are then all published).
+func resume(log *zap.Logger, sink Sink, opts Options, skip int64) (Resumer, []int64) {
+	r, ok := sink.(Resumer)
+	if !ok {
+		return nil, nil
+	}
+	var bounds []int64
+	if opts.ResumePartitions != nil {
+		bounds = opts.ResumePartitions()
+	}
+	if bounds == nil {
+		return r, nil
+	}
+	rel := make([]int64, len(bounds))
+	for i, b := range bounds {
+		rel[i] = max(b-skip, 0)
+	}
+	if !r.Resume(rel) {
+		log.Warn("resuming: the topic's partitions changed; publishing every code after the checkpoint",
+			zap.Int("checkpoint_partitions", len(bounds)))
+		return r, nil
+	}
+	return r, bounds
 }
 
 // shutdownContext returns a context for the final flush: it is not canceled
