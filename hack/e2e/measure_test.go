@@ -42,12 +42,26 @@ import (
 // image, kafka or data).
 func installChart(t *testing.T, c *cluster.Cluster, ns, rel, data, values string) *helmCLI {
 	t.Helper()
-	brokers := kafkaBrokers(t)
 	namespace(t, c, ns, map[string]string{
 		"pod-security.kubernetes.io/enforce":         "restricted",
 		"pod-security.kubernetes.io/enforce-version": "latest",
 	})
 	hostPathPV(t, adminClient(t, c), ns+"-data", data, "e2e-"+ns, ns, rel+"-coupon-producer-data", corev1.ReadOnlyMany)
+	h := newHelm(t, c)
+	h.must("install", rel, chartDir, "-n", ns, "-f", valuesFile(t, ns, values))
+	return h
+}
+
+// upgradeChart upgrades the release of installChart to the values given,
+// in place of those it had.
+func upgradeChart(t *testing.T, h *helmCLI, ns, rel, values string) {
+	t.Helper()
+	h.must("upgrade", rel, chartDir, "-n", ns, "-f", valuesFile(t, ns, values))
+}
+
+// valuesFile writes the values of installChart and returns the file.
+func valuesFile(t *testing.T, ns, values string) string {
+	t.Helper()
 	file := filepath.Join(t.TempDir(), "values.yaml")
 	if err := os.WriteFile(file, []byte(fmt.Sprintf(`
 image:
@@ -61,12 +75,10 @@ data:
     storageClass: e2e-%s
     accessModes: [ReadOnlyMany]
     size: 1Gi
-%s`, producerRepo, producerTag, strings.Join(brokers, ", "), ns, values)), 0o644); err != nil {
+%s`, producerRepo, producerTag, strings.Join(kafkaBrokers(t), ", "), ns, values)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h := newHelm(t, c)
-	h.must("install", rel, chartDir, "-n", ns, "-f", file)
-	return h
+	return file
 }
 
 // generate writes the coupongen files named by files ("1,2") with lines
