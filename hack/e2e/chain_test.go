@@ -53,11 +53,11 @@ var (
 
 // The whole chain with the real controllers: the chart installed with
 // helm, one job's schedule every minute; the CronJob controller fires it, the
-// Job controller makes the pod, the test kubelet runs the producer built
-// from this repository with the pod's config file, environment and data
-// volume, and the producer publishes to the real broker. Then a corrupt
-// file fails its Job at once through podFailurePolicy, and a pod killed
-// mid-run is retried and its Job completes.
+// Job controller makes the pod, the scheduler binds it, the kubelet runs the
+// image built from the Dockerfile with the pod's config file, environment
+// and data volume, and the producer publishes to the real broker. Then a
+// corrupt file fails its Job at once through podFailurePolicy, and a pod
+// killed mid-run is retried and its Job completes.
 func TestWholeChain(t *testing.T) {
 	c := needCluster(t)
 	brokers := kafkaBrokers(t)
@@ -66,10 +66,7 @@ func TestWholeChain(t *testing.T) {
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns = "chain"
-	namespace(t, c, ns, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, ns, restrictedPSS)
 
 	// The data volume: couponbase1.gz as generated, couponbase3.gz
 	// corrupted in the middle, couponbase2.gz larger (1M codes), published

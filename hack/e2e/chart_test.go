@@ -111,10 +111,7 @@ func TestHelmChartOnRealAPIServer(t *testing.T) {
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns = "chart"
-	namespace(t, c, ns, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, ns, restrictedPSS)
 	data := t.TempDir()
 	hostPathPV(t, cs, "chart-data", data, "e2e-chart", ns, "coupons-coupon-producer-data", corev1.ReadWriteOnce)
 	h := newHelm(t, c)

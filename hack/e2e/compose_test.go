@@ -53,11 +53,11 @@ var deliberateDifferences = []string{"progress-interval"}
 // purpose (deliberateDifferences).
 //
 // There is no Docker engine here, so the service becomes the equivalent pod
-// (composePod) and the test kubelet runs it on the real API server. That
-// reuses, rather than re-implements, the sandbox the chart's pods run in: a
-// chroot holding only the image's files (read from the Dockerfile's final
-// stage: ENTRYPOINT, USER) and the mounts, the service's uid:gid,
-// read-only root, dropped capabilities and no_new_privs. Each bind mount
+// (composePod), which the real node runs as it runs the chart's pods:
+// containerd and runc start the image built from the Dockerfile (tagged
+// with the service's image reference, as `docker compose build` would)
+// with its own entrypoint, as the service's uid:gid, on a read-only root,
+// with dropped capabilities and no_new_privs. Each bind mount
 // becomes a hostPath volume of the same host path (the repository's shared
 // config file, and COUPON_DATA_DIR set to a temporary folder as a user
 // would set it), read-only as the compose file says. The pod runs in a
@@ -122,10 +122,7 @@ func TestComposeParity(t *testing.T) {
 	}
 	const composeNS, chartNS = "compose", "parity"
 	namespace(t, c, composeNS, nil)
-	namespace(t, c, chartNS, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, chartNS, restrictedPSS)
 	// The chart, with its defaults but the broker, the data claim, the image
 	// that compose builds (so both sides run the same image reference) and
 	// its CronJobs suspended: the test starts the runs.

@@ -16,13 +16,13 @@ import (
 
 // `helm test` on the real API server: the chart's test hook, one
 // `coupon-producer --preflight` container per job with that job's
-// environment and mounts, is admitted under restricted Pod Security, run by
-// the test kubelet against the real broker and the data volume, and passes
-// when every file is there and gzip. With one file not gzip and another
-// missing, `helm test` fails, the containers of those two jobs exit 3 (bad
-// input) and each one's log names its file; the third still passes. A
-// variant that breaks restricted Pod Security has its hook pod refused, so
-// the namespace really judges the hook pod.
+// environment and mounts, is admitted under restricted Pod Security, run on
+// the real node from the image against the real broker and the data
+// volume, and passes when every file is there and gzip. With one file not
+// gzip and another missing, `helm test` fails, the containers of those two
+// jobs exit 3 (bad input) and each one's log names its file; the third
+// still passes. A variant that breaks restricted Pod Security has its hook
+// pod refused, so the namespace really judges the hook pod.
 func TestHelmTestPreflight(t *testing.T) {
 	c := needCluster(t)
 	brokers := kafkaBrokers(t)
@@ -31,10 +31,7 @@ func TestHelmTestPreflight(t *testing.T) {
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns, release = "preflight", "preflight"
-	namespace(t, c, ns, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, ns, restrictedPSS)
 	data := t.TempDir()
 	if err := os.Chmod(data, 0o755); err != nil {
 		t.Fatal(err)

@@ -76,6 +76,21 @@ func run(m *testing.M) int {
 	if os.Geteuid() != 0 {
 		return unavailable("the node (containerd, the kubelet, the bridge) needs root; run as root")
 	}
+	// One suite at a time on a machine: the bridge, the cgroup root and
+	// the broker's namespace have fixed names.
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "coupon-e2e-"+nodePrefix+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer lock.Close()
+	if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		fmt.Fprintf(os.Stderr, "e2e: waiting for the end-to-end run that holds %s\n", lock.Name())
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			return 1
+		}
+	}
 	imageTar := os.Getenv(imageTarEnv)
 	if imageTar == "" {
 		if ci {
@@ -265,6 +280,13 @@ func adminClient(t *testing.T, c *cluster.Cluster) kubernetes.Interface {
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// restrictedPSS are the labels of a namespace that enforces the restricted
+// Pod Security level, as the chart's users run it.
+var restrictedPSS = map[string]string{
+	"pod-security.kubernetes.io/enforce":         "restricted",
+	"pod-security.kubernetes.io/enforce-version": "latest",
 }
 
 // namespace creates a namespace for the test and deletes it afterwards,

@@ -38,10 +38,7 @@ func TestProducerSandbox(t *testing.T) {
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns, release = "sandbox", "sandbox"
-	namespace(t, c, ns, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, ns, restrictedPSS)
 	kafkaSecrets(t, cs, ns, "not-printed")
 	data := t.TempDir()
 	hostPathPV(t, cs, "sandbox-data", data, "e2e-sandbox", ns, release+"-coupon-producer-data", corev1.ReadWriteOnce)

@@ -25,8 +25,8 @@ import (
 
 // TestChartSecretsMounted installs the chart with SASL and TLS from existing
 // Secrets (ci/sasl-tls-values.yaml) on the real API server, under restricted
-// Pod Security, and runs the CronJob's own pod spec with the test kubelet as
-// the spec's uid: the producer reads the password from the mounted Secret
+// Pod Security, and runs the CronJob's own pod spec on the real node: the
+// producer reads the password from the Secret as the kubelet mounts it
 // (it never prints it), and presents the client certificate and key of the
 // other Secret to a TLS endpoint that trusts only the test CA and requires
 // a client certificate, verifying the endpoint against the CA and server
@@ -38,10 +38,7 @@ func TestChartSecretsMounted(t *testing.T) {
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns, release, password = "secrets", "sec", "Scram-pa55-from-a-Secret"
-	namespace(t, c, ns, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, ns, restrictedPSS)
 
 	pki := kafkaSecrets(t, cs, ns, password)
 

@@ -265,10 +265,7 @@ func TestRestrictedNamespaceRefusesPrivilegedPod(t *testing.T) {
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns = "restricted"
-	namespace(t, c, ns, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, ns, restrictedPSS)
 
 	bad := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "privileged", Namespace: ns},

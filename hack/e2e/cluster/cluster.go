@@ -215,8 +215,8 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		"--tls-private-key-file="+c.path("apiserver.key"),
 		"--client-ca-file="+c.path("ca.crt"),
 		"--token-auth-file="+c.path("tokens.csv"),
-		// Node before RBAC, as kubeadm has it: the test kubelet acts as a
-		// node and may read only what the pods bound to it reference.
+		// Node before RBAC, as kubeadm has it: the kubelet may read only
+		// what the pods bound to its node reference.
 		"--authorization-mode=Node,RBAC",
 		// Added to the default plugins, PodSecurity among them.
 		"--enable-admission-plugins=NodeRestriction",

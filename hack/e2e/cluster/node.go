@@ -606,8 +606,8 @@ cgroupDriver: cgroupfs
 cgroupRoot: %s
 failCgroupV1: false
 failSwapOn: false
-# Root here lacks CAP_SYS_RESOURCE: no negative oom_score_adj, for the
-# kubelet itself either.
+# Root here lacks CAP_SYS_RESOURCE: no negative oom_score_adj, not even
+# for the kubelet itself.
 oomScoreAdj: 0
 # The KUBE-FIREWALL chain would drop traffic to 127.0.0.0/8 from other
 # sources, and the node adds no iptables rules at all.
