@@ -485,3 +485,29 @@ func (pg *pushgateway) of(file string) []map[string]float64 {
 	defer pg.mu.Unlock()
 	return append([]map[string]float64(nil), pg.pushes["POST /metrics/job/coupon_producer/file/"+file]...)
 }
+
+// The comparison the large topics rely on tells multisets apart: another
+// order is the same set, a code missing, replaced or repeated is not.
+func TestCodeSet(t *testing.T) {
+	of := func(codes ...string) codeSet {
+		var s codeSet
+		for _, c := range codes {
+			s.add([]byte(c))
+		}
+		return s
+	}
+	base := of("AAAA1111", "BBBB2222", "CCCC3333")
+	if of("CCCC3333", "AAAA1111", "BBBB2222") != base {
+		t.Error("the same codes in another order compare unequal")
+	}
+	for name, other := range map[string]codeSet{
+		"missing":  of("AAAA1111", "BBBB2222"),
+		"replaced": of("AAAA1111", "BBBB2222", "CCCC3334"),
+		"repeated": of("AAAA1111", "BBBB2222", "CCCC3333", "CCCC3333"),
+		"doubled":  of("AAAA1111", "AAAA1111", "CCCC3333"),
+	} {
+		if other == base {
+			t.Errorf("%s: compares equal", name)
+		}
+	}
+}
