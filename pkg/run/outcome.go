@@ -7,6 +7,7 @@ import (
 
 	"github.com/couponpipeline/coupon-producer/pkg/config"
 	"github.com/couponpipeline/coupon-producer/pkg/ledger"
+	"github.com/couponpipeline/coupon-producer/pkg/producer"
 	"github.com/couponpipeline/coupon-producer/pkg/source"
 )
 
@@ -65,7 +66,9 @@ func OutcomeOf(err error) Outcome {
 		return InputError
 	case errors.Is(err, ledger.ErrLive):
 		return Live
-	case errors.Is(err, config.ErrUsage):
+	case errors.Is(err, config.ErrUsage), errors.Is(err, producer.ErrBatchTooLarge):
+		// A batch larger than the topic's max.message.bytes: no retry
+		// can help, the configuration or the topic must change.
 		return UsageError
 	case errors.Is(err, ErrSkipped):
 		return Skipped

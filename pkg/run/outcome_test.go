@@ -10,6 +10,7 @@ import (
 	"github.com/couponpipeline/coupon-producer/pkg/config"
 	"github.com/couponpipeline/coupon-producer/pkg/kafka"
 	"github.com/couponpipeline/coupon-producer/pkg/ledger"
+	"github.com/couponpipeline/coupon-producer/pkg/producer"
 	"github.com/couponpipeline/coupon-producer/pkg/source"
 )
 
@@ -31,6 +32,7 @@ func TestOutcomeOf(t *testing.T) {
 		{"undelivered", undelivered, KafkaError, 1},
 		{"canceled without a signal", fmt.Errorf("read: %w", context.Canceled), Interrupted, 1},
 		{"usage", fmt.Errorf("%w: metrics-addr %q: in use", config.ErrUsage, ":9100"), UsageError, 2},
+		{"batch the topic refuses", fmt.Errorf("start producing to t: %w: 4096 > max.message.bytes 2000", producer.ErrBatchTooLarge), UsageError, 2},
 		{"input", input, InputError, 3},
 		{"live", fmt.Errorf("%w: run abc (job %q) started", ledger.ErrLive, "j"), Live, 4},
 		{"SIGINT", SignalError{Signal: syscall.SIGINT}, Signaled(syscall.SIGINT), 130},
