@@ -2,6 +2,7 @@ package kafkatest
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -214,5 +215,26 @@ func TestClusterIDNotAnOption(t *testing.T) {
 		if again, _ := c.readClusterID(); again != id {
 			t.Fatalf("second read %q, want the stored %q", again, id)
 		}
+	}
+}
+
+// TestStartFailureLeavesNoTempDir: a start that fails (here the port is
+// taken) removes the temporary state folder it made.
+func TestStartFailureLeavesNoTempDir(t *testing.T) {
+	d := NeedDist(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:36092")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "kafka-36092-*"))
+	if c, err := Start(context.Background(), d, Port(36092)); err == nil {
+		c.Close()
+		t.Fatal("Start on a port in use succeeded")
+	} else if !strings.Contains(err.Error(), "already in use") {
+		t.Fatalf("Start: %v; want the port in use named", err)
+	}
+	if after, _ := filepath.Glob(filepath.Join(os.TempDir(), "kafka-36092-*")); len(after) != len(before) {
+		t.Fatalf("temporary folders %v, before the start %v", after, before)
 	}
 }
