@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -435,21 +436,14 @@ func sh(ctx context.Context, script string) error {
 
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
+// readAll reads the file at path, for the page cache.
 func readAll(path string) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	buf := make([]byte, 1<<20)
-	var n int64
-	for {
-		k, err := f.Read(buf)
-		n += int64(k)
-		if err != nil {
-			return n, nil
-		}
-	}
+	return io.Copy(io.Discard, f)
 }
 
 // generate writes the bench file (and the warm-up file) with the project's

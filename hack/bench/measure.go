@@ -232,8 +232,12 @@ func (b *bench) exec(ctx context.Context, name string, p pipeline) (usage, error
 	for i, argv := range p.argv {
 		rssFiles[i] = filepath.Join(b.runDir, fmt.Sprintf("%s.rss%d", name, i))
 		argv = append([]string{"-f", "%M", "-o", rssFiles[i]}, argv...)
-		cmds[i] = exec.CommandContext(ctx, "/usr/bin/time", argv...)
-		cmds[i].Env, cmds[i].Stderr = p.env, logFile
+		c := exec.CommandContext(ctx, "/usr/bin/time", argv...)
+		c.Env, c.Stderr = p.env, logFile
+		// Interrupted, the command goes too, not only the time around it.
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+		cmds[i] = c
 	}
 	cmds[len(cmds)-1].Stdout = p.out
 	var closeAfterStart []io.Closer
@@ -262,8 +266,10 @@ func (b *bench) exec(ctx context.Context, name string, p pipeline) (usage, error
 		ru := c.ProcessState.SysUsage().(*syscall.Rusage)
 		// time's rusage holds the command's, which it waited for.
 		u.cpu += time.Duration(syscall.TimevalToNsec(ru.Utime) + syscall.TimevalToNsec(ru.Stime))
-		if code := c.ProcessState.ExitCode(); code != 0 {
+		if code := c.ProcessState.ExitCode(); code > 0 {
 			u.rc = code // as pipefail: the last command that failed
+		} else if ws := c.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() {
+			u.rc = 128 + int(ws.Signal())
 		}
 		rss := readRSS(rssFiles[i])
 		switch {

@@ -155,7 +155,7 @@ func Detach() Opt { return func(c *config) { c.detach = true } }
 // and waits until each answers a metadata request listing all of them. On
 // failure it stops the nodes it started and returns an error holding the
 // end of the failed node's log.
-func Start(ctx context.Context, d *Dist, opts ...Opt) (*Cluster, error) {
+func Start(ctx context.Context, d *Dist, opts ...Opt) (_ *Cluster, err error) {
 	cfg := config{nodes: 1, port: 19092, host: "127.0.0.1", jvm: DefaultJVM, out: io.Discard,
 		timeout: 2 * time.Minute, stopAfter: 30 * time.Second}
 	for _, o := range opts {
@@ -175,11 +175,18 @@ func Start(ctx context.Context, d *Dist, opts ...Opt) (*Cluster, error) {
 	}
 	c := &Cluster{dist: d, cfg: cfg, dir: cfg.dir}
 	if c.dir == "" {
-		dir, err := os.MkdirTemp("", fmt.Sprintf("kafka-%d-", cfg.port))
-		if err != nil {
-			return nil, err
+		dir, mkErr := os.MkdirTemp("", fmt.Sprintf("kafka-%d-", cfg.port))
+		if mkErr != nil {
+			return nil, mkErr
 		}
 		c.dir = dir
+		// A failed start leaves no folder behind: its error holds the
+		// end of the log.
+		defer func() {
+			if err != nil {
+				os.RemoveAll(dir)
+			}
+		}()
 	} else {
 		if err := os.MkdirAll(c.dir, 0o755); err != nil {
 			return nil, err
@@ -196,7 +203,6 @@ func Start(ctx context.Context, d *Dist, opts ...Opt) (*Cluster, error) {
 		}
 		defer unlock()
 	}
-	var err error
 	if c.clusterID, err = c.readClusterID(); err != nil {
 		return nil, err
 	}

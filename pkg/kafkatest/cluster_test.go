@@ -2,6 +2,8 @@ package kafkatest
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,19 +120,31 @@ func TestProperties(t *testing.T) {
 func TestStartKillRestart(t *testing.T) {
 	d := NeedDist(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	start := func(opts ...Opt) *Cluster {
-		t.Helper()
-		c, err := Start(ctx, d, append([]Opt{Dir(dir), Port(36090), JVM("-Xmx256m", "-XX:+UseSerialGC")}, opts...)...)
-		if err != nil {
-			t.Fatal(err)
+	var dir string
+	port := 0
+	start := func(opts ...Opt) (*Cluster, error) {
+		c, err := Start(ctx, d, append([]Opt{Dir(dir), Port(port), JVM("-Xmx256m", "-XX:+UseSerialGC")}, opts...)...)
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
 		}
-		t.Cleanup(func() { c.Close() })
-		return c
+		return c, err
 	}
-	c := start()
-	if c.Bootstrap() != "127.0.0.1:36090" {
-		t.Fatalf("bootstrap %s", c.Bootstrap())
+	// The ports are in the kernel's ephemeral range: a client connection
+	// of another process may hold one, and the next pair is tried then.
+	var c *Cluster
+	var err error
+	for _, port = range []int{36090, 36092, 36094, 36096} {
+		dir = t.TempDir()
+		if c, err = start(); err == nil || !strings.Contains(err.Error(), "in use") {
+			break
+		}
+		t.Logf("port %d or %d in use: %.200s", port, port+1, err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("127.0.0.1:%d", port); c.Bootstrap() != want {
+		t.Fatalf("bootstrap %s, want %s", c.Bootstrap(), want)
 	}
 	produce := func(topic string) {
 		t.Helper()
@@ -181,9 +195,15 @@ func TestStartKillRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	detached := start(Detach())
+	detached, err := start(Detach())
+	if err != nil {
+		t.Fatal(err)
+	}
 	pid = detached.PID(1)
-	again := start(Detach())
+	again, err := start(Detach())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if again.PID(1) != pid {
 		t.Fatalf("the second start ran pid %d, want the running %d adopted", again.PID(1), pid)
 	}
@@ -214,5 +234,28 @@ func TestClusterIDNotAnOption(t *testing.T) {
 		if again, _ := c.readClusterID(); again != id {
 			t.Fatalf("second read %q, want the stored %q", again, id)
 		}
+	}
+}
+
+// TestStartFailureLeavesNoTempDir: a start that fails (here the port is
+// taken) removes the temporary state folder it made.
+func TestStartFailureLeavesNoTempDir(t *testing.T) {
+	d := NeedDist(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	pattern := filepath.Join(os.TempDir(), fmt.Sprintf("kafka-%d-*", port))
+	before, _ := filepath.Glob(pattern)
+	if c, err := Start(context.Background(), d, Port(port)); err == nil {
+		c.Close()
+		t.Fatal("Start on a port in use succeeded")
+	} else if !strings.Contains(err.Error(), "already in use") {
+		t.Fatalf("Start: %v; want the port in use named", err)
+	}
+	if after, _ := filepath.Glob(pattern); len(after) != len(before) {
+		t.Fatalf("temporary folders %v, before the start %v", after, before)
 	}
 }

@@ -249,7 +249,7 @@ func (d *Dist) CheckJava() error {
 		return nil // an unknown format: let the broker say what is wrong
 	}
 	if major, _ := strconv.Atoi(string(m[1])); major < 17 {
-		return fmt.Errorf("Kafka %s needs Java 17+, but %s is version %s", d.Version, d.Java, m[1])
+		return fmt.Errorf("java %s is version %s, and Kafka %s needs 17 or later", d.Java, m[1], d.Version)
 	}
 	return nil
 }
