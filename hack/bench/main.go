@@ -8,7 +8,10 @@
 // and of the producer's read path alone (--dry-run) against zcat. Runs of A
 // and B (and of dry-run and zcat) alternate on the same file and broker, so
 // that drift in the machine's load hits both alike; the report gives
-// medians.
+// medians. With BENCH_BASE, the producer of a base commit runs before A in
+// every round, and every producer run writes its run ledger to a topic of
+// its own, so that the report also gives the ledger records a run wrote:
+// what a change costs against the base, the ledger's checkpoints among it.
 //
 // Run it from the repository: `make bench` or `go run ./hack/bench`.
 // Settings come from the environment (`go run ./hack/bench -h`, or
@@ -65,6 +68,11 @@ Environment:
                           git archive into .bench/bin) instead of the
                           working tree; figures stay reproducible while the
                           code is being edited
+  BENCH_BASE=COMMIT       also bench the producer of this commit, run just
+                          before A in every round; every producer run then
+                          writes its run ledger to a topic of its own
+                          (--ledger-topic), and the report gives the ledger
+                          records of each run (needs the producer part)
   BENCH_DIR=.bench        where generated files, logs and the report go
 `
 
@@ -83,7 +91,7 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	b := &bench{settings: s, status: map[runKey]string{}}
+	b := &bench{settings: s, status: map[runKey]string{}, ledger: map[runKey]int64{}}
 	err = b.run(ctx)
 	b.cleanup()
 	if ctx.Err() != nil {
@@ -116,7 +124,7 @@ type settings struct {
 	external                 bool
 	kafkaPort                int
 	keepBroker               bool
-	rev                      string
+	rev, base                string // BENCH_REV, BENCH_BASE
 	notes                    []string
 }
 
@@ -151,7 +159,7 @@ func readSettings() (settings, error) {
 	s.kcatText = envOr("KCAT_FLAGS", "-z lz4 -X linger.ms=50 -X batch.num.messages=10000 -X queue.buffering.max.messages=1000000")
 	s.kcatFlags = strings.Fields(s.kcatText)
 	s.keepBroker = os.Getenv("BENCH_KEEP_BROKER") == "1"
-	s.rev = os.Getenv("BENCH_REV")
+	s.rev, s.base = os.Getenv("BENCH_REV"), os.Getenv("BENCH_BASE")
 	s.brokers = os.Getenv("KAFKA_BROKERS")
 	s.external = s.brokers != ""
 
@@ -185,6 +193,9 @@ func readSettings() (settings, error) {
 		s.parts["kcat"] = false
 		s.notes = append(s.notes, "kcat skipped: it sends one record per line, and the file's one 40 MB line exceeds any record size limit.")
 	}
+	if s.base != "" && !s.parts["producer"] {
+		err = errors.Join(err, errors.New("BENCH_BASE compares a base with the producer: BENCH_ONLY must include producer"))
+	}
 	s.needKafka = s.parts["producer"] || s.parts["kcat"]
 	if !s.needKafka && !s.parts["dryrun"] {
 		err = errors.Join(err, errors.New("BENCH_ONLY selects nothing"))
@@ -208,13 +219,15 @@ type runKey struct {
 // bench is one benchmark run.
 type bench struct {
 	settings
-	bin, source string   // the producer binary and what it was built from
-	env         []string // the producer's environment: its own variables cleared
-	counts      fileCounts
-	broker      *broker
-	runs        []result
-	status      map[runKey]string
-	runID       string
+	bin, source         string   // the producer binary and what it was built from
+	baseBin, baseSource string   // the same for BENCH_BASE
+	env                 []string // the producers' environment: their own variables cleared
+	counts              fileCounts
+	broker              *broker
+	runs                []result
+	status              map[runKey]string
+	ledger              map[runKey]int64 // with BENCH_BASE: the ledger records of each producer run
+	runID               string
 }
 
 func (b *bench) run(ctx context.Context) error {
@@ -227,8 +240,14 @@ func (b *bench) run(ctx context.Context) error {
 	if err := os.MkdirAll(b.runDir, 0o755); err != nil {
 		return err
 	}
-	if err := b.buildProducer(ctx); err != nil {
+	var err error
+	if b.bin, b.source, err = b.buildProducer(ctx, "BENCH_REV", b.rev); err != nil {
 		return err
+	}
+	if b.base != "" {
+		if b.baseBin, b.baseSource, err = b.buildProducer(ctx, "BENCH_BASE", b.base); err != nil {
+			return err
+		}
 	}
 	if err := b.producerEnv(); err != nil {
 		return err
@@ -236,7 +255,6 @@ func (b *bench) run(ctx context.Context) error {
 	if err := b.generate(ctx); err != nil {
 		return err
 	}
-	var err error
 	if b.counts, err = countFile(b.file, filepath.Join(b.dir, "counts")); err != nil {
 		return err
 	}
@@ -266,18 +284,22 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		for i := 1; i <= b.rounds && ctx.Err() == nil; i++ {
 			logf("round %d/%d: Kafka", i, b.rounds)
-			tp, tk := fmt.Sprintf("bench-producer-%s-%d", b.runID, i), fmt.Sprintf("bench-kcat-%s-%d", b.runID, i)
-			if b.parts["producer"] {
-				if err := b.runProducer(ctx, i, tp); err != nil {
+			var topics []string
+			for _, kind := range b.producerKinds() {
+				data, ledger := b.producerTopics(kind, i)
+				topics = append(topics, data, ledger)
+				if err := b.runProducer(ctx, kind, i, data, ledger); err != nil {
 					return err
 				}
 			}
 			if b.parts["kcat"] {
+				tk := fmt.Sprintf("bench-kcat-%s-%d", b.runID, i)
+				topics = append(topics, tk)
 				if err := b.runKcat(ctx, i, tk); err != nil {
 					return err
 				}
 			}
-			b.broker.deleteTopics(ctx, tp, tk)
+			b.broker.deleteTopics(ctx, slices.DeleteFunc(topics, func(t string) bool { return t == "" })...)
 		}
 	}
 	if b.parts["dryrun"] {
@@ -357,66 +379,74 @@ func (b *bench) ensureTools() error {
 	return nil
 }
 
-// buildProducer builds the producer of the working tree into bin/, or with
-// BENCH_REV the producer of that commit into .bench/bin/, with the flags of
-// the container image (Dockerfile).
-func (b *bench) buildProducer(ctx context.Context) error {
+// buildProducer builds the producer of the working tree into bin/, or that
+// of commit rev (the value of setting key) into .bench/bin/, with the flags
+// of the container image (Dockerfile), and says what it was built from.
+func (b *bench) buildProducer(ctx context.Context, key, rev string) (bin, source string, err error) {
 	src := "."
-	rev, err := output(ctx, "git", "rev-parse", "--short", "HEAD")
+	head, err := output(ctx, "git", "rev-parse", "--short", "HEAD")
 	if err != nil {
-		rev = "unknown"
+		head = "unknown"
 	}
-	b.bin = filepath.Join("bin", "coupon-producer")
-	b.source = "working tree at " + rev
-	version := "bench-" + rev
-	if b.rev != "" {
-		if rev, err = output(ctx, "git", "rev-parse", "--short", b.rev+"^{commit}"); err != nil {
-			return fmt.Errorf("BENCH_REV %s is not a commit", b.rev)
+	bin = filepath.Join("bin", "coupon-producer")
+	source = "working tree at " + head
+	version := "bench-" + head
+	if rev != "" {
+		commit, err := output(ctx, "git", "rev-parse", "--short", rev+"^{commit}")
+		if err != nil {
+			return "", "", fmt.Errorf("%s %s is not a commit", key, rev)
 		}
-		src = filepath.Join(b.dir, "src", rev)
+		src = filepath.Join(b.dir, "src", commit)
 		if _, err := os.Stat(filepath.Join(src, "go.mod")); err != nil {
 			os.RemoveAll(src)
 			if err := os.MkdirAll(src, 0o755); err != nil {
-				return err
+				return "", "", err
 			}
-			if err := sh(ctx, "git archive "+quote(rev)+" | tar -x -C "+quote(src)); err != nil {
-				return err
+			if err := sh(ctx, "git archive "+quote(commit)+" | tar -x -C "+quote(src)); err != nil {
+				return "", "", err
 			}
 		}
-		version = "bench-" + rev
-		b.bin = filepath.Join(b.dir, "bin", "coupon-producer-"+rev)
-		b.source = fmt.Sprintf("commit %s (BENCH_REV=%s)", rev, b.rev)
+		version = "bench-" + commit
+		bin = filepath.Join(b.dir, "bin", "coupon-producer-"+commit)
+		source = fmt.Sprintf("commit %s (%s=%s)", commit, key, rev)
 	} else if st, _ := output(ctx, "git", "status", "--porcelain", "--", "go.mod", "go.sum", "cmd", "pkg"); st != "" {
 		version += "-dirty"
-		b.source += " with uncommitted changes in cmd/ or pkg/"
+		source += " with uncommitted changes in cmd/ or pkg/"
 	}
-	logf("building %s (%s)", b.bin, version)
-	bin, err := filepath.Abs(b.bin)
+	logf("building %s (%s)", bin, version)
+	abs, err := filepath.Abs(bin)
 	if err != nil {
-		return err
+		return "", "", err
 	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false",
-		"-ldflags", "-s -w -X main.version="+version, "-o", bin, "./cmd/coupon-producer")
+		"-ldflags", "-s -w -X main.version="+version, "-o", abs, "./cmd/coupon-producer")
 	cmd.Dir, cmd.Env = src, append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	return cmd.Run()
+	return bin, source, cmd.Run()
 }
 
-// producerEnv clears the environment variables the producer reads (those
-// its --help names), so that its settings come from its command line only.
+// producerEnv clears the environment variables the producers read (those
+// their --help names), so that their settings come from their command line
+// only.
 func (b *bench) producerEnv() error {
-	help, _ := exec.Command(b.bin, "--help").CombinedOutput()
 	clear := map[string]bool{"COUPON_FILES": true}
-	for _, m := range regexp.MustCompile(`env ([A-Z][A-Z0-9_]*)`).FindAllSubmatch(help, -1) {
-		clear[string(m[1])] = true
+	for _, bin := range []string{b.bin, b.baseBin} {
+		if bin == "" {
+			continue
+		}
+		help, _ := exec.Command(bin, "--help").CombinedOutput()
+		named := regexp.MustCompile(`env ([A-Z][A-Z0-9_]*)`).FindAllSubmatch(help, -1)
+		if len(named) < 4 {
+			return fmt.Errorf("%s --help names %d environment variables: not the producer's help", bin, len(named))
+		}
+		for _, m := range named {
+			clear[string(m[1])] = true
+		}
 	}
 	for _, kv := range os.Environ() {
 		if k, _, _ := strings.Cut(kv, "="); !clear[k] {
 			b.env = append(b.env, kv)
 		}
-	}
-	if len(clear) < 5 {
-		return fmt.Errorf("%s --help names %d environment variables: not the producer's help", b.bin, len(clear)-1)
 	}
 	return nil
 }
@@ -501,7 +531,7 @@ func (b *bench) warmUp(ctx context.Context) error {
 	logf("warm-up (untimed) on %s", file)
 	wp, wk := "bench-warmup-producer-"+b.runID, "bench-warmup-kcat-"+b.runID
 	defer b.broker.deleteTopics(ctx, wp, wk)
-	if _, err := b.exec(ctx, "warmup-producer", b.producerRun(wp, file)); err != nil {
+	if _, err := b.exec(ctx, "warmup-producer", b.producerRun(b.bin, wp, "", file)); err != nil {
 		return fmt.Errorf("warm-up producer run failed (%w); see %s", err, filepath.Join(b.runDir, "warmup-producer.log"))
 	}
 	if b.parts["kcat"] {

@@ -194,10 +194,39 @@ type pipeline struct {
 	out  io.Writer // nil: discarded
 }
 
-func (b *bench) producerRun(topic, file string) pipeline {
-	args := []string{b.bin, "--brokers", b.brokers, "--topic", topic, "--progress-interval", "0",
+// producerRun is a run of the producer bin to topic, its run ledger in the
+// default topic or, if ledger is not "", in that one.
+func (b *bench) producerRun(bin, topic, ledger, file string) pipeline {
+	args := []string{bin, "--brokers", b.brokers, "--topic", topic, "--progress-interval", "0",
 		"--partitions", strconv.Itoa(b.partitions), "--log-format", "json"}
+	if ledger != "" {
+		args = append(args, "--ledger-topic", ledger)
+	}
 	return pipeline{argv: [][]string{append(append(args, b.producerFlags...), file)}, env: b.env}
+}
+
+// producerKinds are the producer runs of a round, in order: BENCH_BASE's
+// ("base") and the producer under test.
+func (b *bench) producerKinds() []string {
+	var kinds []string
+	if b.base != "" {
+		kinds = append(kinds, "base")
+	}
+	if b.parts["producer"] {
+		kinds = append(kinds, "producer")
+	}
+	return kinds
+}
+
+// producerTopics names the data topic of a producer run (kind "producer" or
+// "base") and, with BENCH_BASE, its ledger topic; round "N" gives the
+// pattern the report prints.
+func (b *bench) producerTopics(kind string, round any) (data, ledger string) {
+	data = fmt.Sprintf("bench-%s-%s-%v", kind, b.runID, round)
+	if b.base != "" {
+		ledger = fmt.Sprintf("bench-ledger-%s-%s-%v", kind, b.runID, round)
+	}
+	return data, ledger
 }
 
 func (b *bench) kcatRun(topic, file string) pipeline {
@@ -366,12 +395,29 @@ func tailLines(path string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-func (b *bench) runProducer(ctx context.Context, round int, topic string) error {
-	r, err := b.timed(ctx, "producer", round, b.producerRun(topic, b.file))
+// runProducer makes run kind ("producer", or "base" for BENCH_BASE's) of
+// round, and with a ledger topic counts the ledger records it wrote.
+func (b *bench) runProducer(ctx context.Context, kind string, round int, topic, ledger string) error {
+	bin := b.bin
+	if kind == "base" {
+		bin = b.baseBin
+	}
+	r, err := b.timed(ctx, kind, round, b.producerRun(bin, topic, ledger, b.file))
 	if err != nil {
 		return err
 	}
 	b.verdict(ctx, r, topic, b.counts.codes)
+	if ledger == "" || b.status[runKey{kind, round}] != "ok" {
+		return nil
+	}
+	k := runKey{kind, round}
+	if n, err := b.broker.count(ctx, ledger); err != nil {
+		b.status[k] = "ledger records unknown"
+		logf("  %s #%d FAILED: count the records of %s: %v", kind, round, ledger, err)
+	} else {
+		b.ledger[k] = n
+		logf("  %s #%d: %d ledger records", kind, round, n)
+	}
 	return nil
 }
 

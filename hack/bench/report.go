@@ -138,9 +138,7 @@ func machineInfo(bin string) machine {
 			m.igzip = f[len(f)-1]
 		}
 	}
-	if v, _ := output(ctx, bin, "--version"); len(strings.Fields(v)) > 1 {
-		m.producer = strings.Fields(v)[1]
-	}
+	m.producer = producerVersion(bin)
 	if m.head, _ = output(ctx, "git", "rev-parse", "--short", "HEAD"); m.head == "" {
 		m.head = "unknown"
 	}
@@ -148,6 +146,14 @@ func machineInfo(bin string) machine {
 		m.loadavg = strings.Join(strings.Fields(string(b))[:3], " ")
 	}
 	return m
+}
+
+// producerVersion is the version the producer bin prints, or "".
+func producerVersion(bin string) string {
+	if v, _ := output(context.Background(), bin, "--version"); len(strings.Fields(v)) > 1 {
+		return strings.Fields(v)[1]
+	}
+	return ""
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f", float64(b)/1048576) }
@@ -181,7 +187,7 @@ type side struct {
 	measuredBroker           bool
 }
 
-var names = map[string]string{"producer": "A producer", "kcat": `B igzip \| kcat`, "dryrun": "producer --dry-run", "zcat": "zcat"}
+var names = map[string]string{"base": "base producer", "producer": "A producer", "kcat": `B igzip \| kcat`, "dryrun": "producer --dry-run", "zcat": "zcat"}
 
 func (b *bench) sides() map[string]*side {
 	ss := map[string]*side{}
@@ -226,7 +232,7 @@ func (b *bench) summary(w io.Writer) {
 	}
 	fmt.Fprintln(w, "| Run | OK | Wall s | CPU s | CPU µs/code | Mcodes/s | Peak RSS MiB | Broker CPU s | Other CPU s |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|")
-	for _, k := range []string{"producer", "kcat", "dryrun", "zcat"} {
+	for _, k := range []string{"base", "producer", "kcat", "dryrun", "zcat"} {
 		s := ss[k]
 		if s == nil {
 			continue
@@ -252,8 +258,27 @@ func (b *bench) summary(w io.Writer) {
 			sx.wall/sy.wall, sx.cpu/sy.cpu, (sx.cpu/codes)/(sy.cpu/per(y)), (codes/sx.wall)/(per(y)/sy.wall),
 			float64(sx.rss)/float64(sy.rss), br)
 	}
+	ratio("producer", "base", "A / base", true)
 	ratio("producer", "kcat", "A / B", true)
 	ratio("dryrun", "zcat", "dry-run / zcat", false)
+}
+
+// ledgerTable gives, per producer, the median, least and most ledger
+// records a run wrote, over the runs that passed.
+func (b *bench) ledgerTable(w io.Writer) {
+	fmt.Fprintln(w, "| Run | Runs | Median | Min | Max |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+	for _, kind := range []string{"base", "producer"} {
+		var ns []float64
+		for _, r := range b.runs {
+			if n, ok := b.ledger[runKey{r.kind, r.round}]; ok && r.kind == kind && b.status[runKey{r.kind, r.round}] == "ok" {
+				ns = append(ns, float64(n))
+			}
+		}
+		if len(ns) > 0 {
+			fmt.Fprintf(w, "| %s | %d | %g | %g | %g |\n", names[kind], len(ns), median(ns), slices.Min(ns), slices.Max(ns))
+		}
+	}
 }
 
 // runsTable lists every timed run in the order it ran.
@@ -289,6 +314,10 @@ func (b *bench) report(m machine, date time.Time) string {
 	fmt.Fprintf(&w, "# Coupon producer benchmark\n\n")
 	fmt.Fprintf(&w, "- Date: %s\n", date.Format("2006-01-02T15:04:05Z"))
 	fmt.Fprintf(&w, "- Producer: %s, built as %s (`go build -trimpath`, CGO off); repository HEAD %s\n", b.source, m.producer, m.head)
+	if b.base != "" {
+		fmt.Fprintf(&w, "- Base: %s, built as %s, run just before A in every round; each producer run writes its run ledger to a topic of its own\n",
+			b.baseSource, producerVersion(b.baseBin))
+	}
 	fmt.Fprintf(&w, "- Machine: %d CPUs (nproc), %s, %s GiB RAM, %s\n", m.nproc, m.cpu, m.mem, m.kernel)
 	fmt.Fprintf(&w, "- Tools: Go %s, Kafka %s (pom), kcat %s, igzip %s\n", m.goVersion, m.kafka, m.kcat, m.igzip)
 	fmt.Fprintf(&w, "- Broker: %s\n", brokerText)
@@ -302,13 +331,20 @@ func (b *bench) report(m machine, date time.Time) string {
 	fmt.Fprintf(&w, "- PRODUCER_FLAGS: %s\n", flagsText)
 	fmt.Fprintf(&w, "- Load average before the runs: %s\n\n", m.loadavg)
 	fmt.Fprintf(&w, "Commands (N is the round):\n\n```sh\n")
-	if b.parts["producer"] {
-		flags := ""
-		if b.producerText != "" {
-			flags = b.producerText + " "
+	for _, kind := range b.producerKinds() {
+		bin, flags := b.bin, ""
+		if kind == "base" {
+			bin = b.baseBin
 		}
-		fmt.Fprintf(&w, "%s --brokers %s --topic bench-producer-%s-N --progress-interval 0 --partitions %d --log-format json %s%s\n",
-			b.bin, brokers, b.runID, b.partitions, flags, b.file)
+		data, ledger := b.producerTopics(kind, "N")
+		if ledger != "" {
+			flags = "--ledger-topic " + ledger + " "
+		}
+		if b.producerText != "" {
+			flags += b.producerText + " "
+		}
+		fmt.Fprintf(&w, "%s --brokers %s --topic %s --progress-interval 0 --partitions %d --log-format json %s%s\n",
+			bin, brokers, data, b.partitions, flags, b.file)
 	}
 	if b.parts["kcat"] {
 		fmt.Fprintf(&w, "igzip -dc %s | kcat -P -b %s -t bench-kcat-%s-N %s\n", b.file, brokers, b.runID, b.kcatText)
@@ -325,10 +361,12 @@ divide by the codes (for B: the lines, one record each). Peak RSS is the
 highest over the runs (for B: each process of the pipe on its own; the
 ratio uses kcat's). Broker CPU: the broker JVM during the run. Other CPU:
 everything else busy on the machine during the run (should be near 0).
-
-## All runs, in the order they ran
-
 `)
+	if b.base != "" {
+		fmt.Fprintf(&w, "\n## Ledger records per run\n\nThe records each producer run wrote to its ledger topic (started, checkpoints, final), over the runs that passed.\n\n")
+		b.ledgerTable(&w)
+	}
+	fmt.Fprintf(&w, "\n## All runs, in the order they ran\n\n")
 	b.runsTable(&w)
 	if len(b.notes) > 0 {
 		fmt.Fprintf(&w, "\n## Notes\n\n")

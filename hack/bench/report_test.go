@@ -117,3 +117,41 @@ func TestSummary(t *testing.T) {
 		}
 	}
 }
+
+// TestBaseAndLedger checks what BENCH_BASE adds: the base's row and the
+// ratio of A to it in the summary, and the ledger records per run over the
+// runs that passed.
+func TestBaseAndLedger(t *testing.T) {
+	b := &bench{status: map[runKey]string{}, ledger: map[runKey]int64{}}
+	b.counts = fileCounts{lines: 1_000_000, codes: 1_000_000}
+	add := func(kind string, round int, wall float64, ledger int64, st string) {
+		b.runs = append(b.runs, result{kind: kind, round: round, broker: 1, usage: usage{
+			wall: time.Duration(wall * float64(time.Second)), cpu: time.Second, rss: 40 * 1024, rss2: -1}})
+		b.status[runKey{kind, round}] = st
+		if st == "ok" {
+			b.ledger[runKey{kind, round}] = ledger
+		}
+	}
+	add("base", 1, 2, 2, "ok")
+	add("producer", 1, 1, 55, "ok")
+	add("base", 2, 4, 2, "ok")
+	add("producer", 2, 3, 68, "ok")
+	add("producer", 3, 2, 63, "ok")
+	add("producer", 4, 9, 0, "exit 1")
+	var w strings.Builder
+	b.summary(&w)
+	b.ledgerTable(&w)
+	for _, want := range []string{
+		"| base producer | 2/2 | 3.00 | 1.00 | 1.000 | 0.33 | 40.0 | 1.00 | 0.00 |",
+		"| A producer | 3/4 | 2.00 | 1.00 | 1.000 | 0.50 | 40.0 | 1.00 | 0.00 |",
+		// wall 2/3; rate (1M/2)/(1M/3) = 1.5.
+		"| **ratio A / base** | | **0.67** | **1.00** | **1.00** | 1.50 | 1.00 | 1.00 | |",
+		"| base producer | 2 | 2 | 2 | 2 |",
+		// The failed run's records are left out: 55, 63, 68.
+		"| A producer | 3 | 63 | 55 | 68 |",
+	} {
+		if !strings.Contains(w.String(), want+"\n") {
+			t.Errorf("report lacks\n%s\nin\n%s", want, w.String())
+		}
+	}
+}
