@@ -1,9 +1,12 @@
 package deploytest
 
 import (
+	"go/parser"
+	"go/token"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -87,9 +90,13 @@ func TestDockerignorePaths(t *testing.T) {
 }
 
 // TestDockerignoreKeepsSources walks the root module as it is now: every
-// file that go build reads must reach the build context. hack/ is a module
-// of its own and .git is never read.
+// file that go build reads must reach the build context. .git is never
+// read; hack/ holds modules of their own and the root module's developer
+// commands (kafkactl, bench), which the image does not build: dropping it
+// is safe as long as no package outside it imports one of its packages,
+// which is checked here too.
 func TestDockerignoreKeepsSources(t *testing.T) {
+	const hackImport = "github.com/couponpipeline/coupon-producer/hack/"
 	pm := loadDockerignore(t)
 	sent := 0
 	err := filepath.WalkDir(producerDir, func(path string, d fs.DirEntry, err error) error {
@@ -109,6 +116,17 @@ func TestDockerignoreKeepsSources(t *testing.T) {
 		}
 		needed := rel == "go.mod" || rel == "go.sum" ||
 			(strings.HasSuffix(rel, ".go") && !strings.HasSuffix(rel, "_test.go") && !strings.Contains(rel, "testdata/"))
+		if needed && strings.HasSuffix(rel, ".go") {
+			f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+			if err != nil {
+				return err
+			}
+			for _, imp := range f.Imports {
+				if p, _ := strconv.Unquote(imp.Path.Value); strings.HasPrefix(p, hackImport) {
+					t.Errorf("%s imports %s, which .dockerignore drops with hack/", rel, p)
+				}
+			}
+		}
 		skip := ignored(t, pm, rel)
 		if needed && skip {
 			t.Errorf("%s is needed by go build but .dockerignore drops it", rel)
