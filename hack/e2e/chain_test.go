@@ -59,14 +59,10 @@ var (
 // corrupt file fails its Job at once through podFailurePolicy, and a pod
 // killed mid-run is retried and its Job completes.
 func TestWholeChain(t *testing.T) {
-	c := needCluster(t)
-	brokers := kafkaBrokers(t)
-	needImage(t)
+	c, cs, brokers := needNode(t)
 	coupongen := buildCoupongen(t)
-	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns = "chain"
-	namespace(t, c, ns, restrictedPSS)
 
 	// The data volume: couponbase1.gz as generated, couponbase3.gz
 	// corrupted in the middle, couponbase2.gz larger (1M codes), published
@@ -117,26 +113,13 @@ func TestWholeChain(t *testing.T) {
 
 	run := fmt.Sprintf("e2e%d", time.Now().UnixNano())
 	topic := func(file string) string { return run + "-" + file }
-	hostPathPV(t, cs, "chain-data", data, "e2e-chain", ns, "chain-coupon-producer-data", corev1.ReadOnlyMany)
-	values := filepath.Join(t.TempDir(), "values.yaml")
-	if err := os.WriteFile(values, []byte(fmt.Sprintf(`
-image:
-  repository: %s
-  tag: %s
-  pullPolicy: Never
-kafka:
-  brokers: [%s]
+	h := installChart(t, c, ns, "chain", data, fmt.Sprintf(`
 producer:
   partitions: 3
   replicationFactor: 1
   progressInterval: 1s
   extraConfig:
     checkpoint-interval: 1s
-data:
-  persistence:
-    storageClass: e2e-chain
-    accessModes: [ReadOnlyMany]
-    size: 1Gi
 jobs:
   couponbase1:
     file: couponbase1.gz
@@ -157,11 +140,7 @@ jobs:
     schedule: "0 3 1 1 *"
     suspend: true
     topic: %s
-`, producerRepo, producerTag, strings.Join(brokers, ", "), topic("couponbase1.gz"), topic("couponbase2.gz"), topic("couponbase3.gz"))), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h := newHelm(t, c)
-	h.must("install", "chain", chartDir, "-n", ns, "-f", values)
+`, topic("couponbase1.gz"), topic("couponbase2.gz"), topic("couponbase3.gz")))
 	admin, err := kadm.NewOptClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
 		t.Fatal(err)

@@ -101,6 +101,30 @@ func hostPathPV(t *testing.T, cs kubernetes.Interface, name, path, class, ns, cl
 	})
 }
 
+// chartVolume creates namespace ns, which enforces the restricted Pod
+// Security level and is deleted after the test, and the PersistentVolume
+// ns-data over the host folder data, of storage class e2e-<ns> and access
+// mode mode, reserved for the data claim of release rel.
+func chartVolume(t *testing.T, c *cluster.Cluster, ns, rel, data string, mode corev1.PersistentVolumeAccessMode) {
+	t.Helper()
+	namespace(t, c, ns, restrictedPSS)
+	hostPathPV(t, adminClient(t, c), ns+"-data", data, "e2e-"+ns, ns, rel+"-coupon-producer-data", mode)
+}
+
+// installSuspended installs the chart as release rel into the namespace
+// ns of chartVolume with the image repo:tag (on the node, never pulled),
+// the brokers, chartVolume's storage class and the CronJobs suspended (the
+// test starts the runs), then args (more -f and --set, which helm applies
+// over the files whatever their order); it returns helm's output.
+func (h *helmCLI) installSuspended(rel, ns, repo, tag string, brokers []string, args ...string) string {
+	h.t.Helper()
+	return h.must(append([]string{"install", rel, chartDir, "-n", ns,
+		"--set", "image.repository=" + repo, "--set", "image.tag=" + tag, "--set", "image.pullPolicy=Never",
+		"--set", "kafka.brokers={" + strings.Join(brokers, ",") + "}",
+		"--set", "data.persistence.storageClass=e2e-" + ns,
+		"--set", "cronJob.suspend=true"}, args...)...)
+}
+
 // The chart installed with helm into a namespace that enforces the
 // restricted Pod Security level, on the real API server: what Helm rendered
 // is what the server holds; every CronJob gives a Job whose pod the server

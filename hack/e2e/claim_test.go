@@ -29,10 +29,7 @@ func TestChartClaimOnRealAPIServer(t *testing.T) {
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns = "claim"
-	namespace(t, c, ns, map[string]string{
-		"pod-security.kubernetes.io/enforce":         "restricted",
-		"pod-security.kubernetes.io/enforce-version": "latest",
-	})
+	namespace(t, c, ns, restrictedPSS)
 	// The claim of release "files": files-coupon-producer-data. With the
 	// chart's defaults it names no StorageClass, so it binds a volume of
 	// none; this one offers only what the claim asks for.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -75,19 +74,9 @@ var deliberateDifferences = []string{"progress-interval"}
 // written to before, so each run is judged by what it appended: the end
 // offsets before and after it.
 func TestComposeParity(t *testing.T) {
-	c := needCluster(t)
-	brokers := kafkaBrokers(t)
-	needImage(t)
-	coupongen := buildCoupongen(t)
-	cs := adminClient(t, c)
+	c, cs, brokers := needNode(t)
 
-	data := t.TempDir()
-	if err := os.Chmod(data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(coupongen, "-dir", data, "-lines", "30000", "-files", "1").CombinedOutput(); err != nil {
-		t.Fatalf("coupongen: %v\n%s", err, out)
-	}
+	data := generate(t, 30000, "1")
 
 	project := loadCompose(t, map[string]string{"COUPON_DATA_DIR": data})
 	svc, err := project.GetService("couponbase1")
@@ -122,19 +111,14 @@ func TestComposeParity(t *testing.T) {
 	}
 	const composeNS, chartNS = "compose", "parity"
 	namespace(t, c, composeNS, nil)
-	namespace(t, c, chartNS, restrictedPSS)
 	// The chart, with its defaults but the broker, the data claim, the image
 	// that compose builds (so both sides run the same image reference) and
 	// its CronJobs suspended: the test starts the runs.
 	cj := "parity-coupon-producer-couponbase1"
-	hostPathPV(t, cs, "parity-data", data, "e2e-parity", chartNS, "parity-coupon-producer-data", corev1.ReadWriteMany)
+	chartVolume(t, c, chartNS, "parity", data, corev1.ReadWriteMany)
 	repo, tag, _ := strings.Cut(svc.Image, ":")
 	h := newHelm(t, c)
-	h.must("install", "parity", chartDir, "-n", chartNS,
-		"--set", "image.repository="+repo, "--set", "image.tag="+tag, "--set", "image.pullPolicy=Never",
-		"--set", "kafka.brokers={"+strings.Join(brokers, ",")+"}",
-		"--set", "data.persistence.storageClass=e2e-parity",
-		"--set", "cronJob.suspend=true")
+	h.installSuspended("parity", chartNS, repo, tag, brokers)
 	defer h.must("uninstall", "parity", "-n", chartNS, "--wait", "--timeout", "60s")
 
 	var composeConfig, chartConfig map[string]any

@@ -24,10 +24,7 @@ import (
 // that the fault lands mid-run whatever the machine's speed, and the flush
 // after SIGTERM has little to deliver.
 func TestDisruptions(t *testing.T) {
-	c := needCluster(t)
-	brokers := kafkaBrokers(t)
-	needImage(t)
-	cs := adminClient(t, c)
+	c, cs, brokers := needNode(t)
 	const ns, rel = "disrupt", "dis"
 	data := generate(t, 1000000, "1,2")
 	small := generate(t, 300000, "3")

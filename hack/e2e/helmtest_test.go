@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,30 +23,14 @@ import (
 // still passes. A variant that breaks restricted Pod Security has its hook
 // pod refused, so the namespace really judges the hook pod.
 func TestHelmTestPreflight(t *testing.T) {
-	c := needCluster(t)
-	brokers := kafkaBrokers(t)
-	needImage(t)
-	coupongen := buildCoupongen(t)
-	cs := adminClient(t, c)
+	c, cs, brokers := needNode(t)
 	ctx := context.Background()
 	const ns, release = "preflight", "preflight"
-	namespace(t, c, ns, restrictedPSS)
-	data := t.TempDir()
-	if err := os.Chmod(data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(coupongen, "-dir", data, "-lines", "2000", "-files", "1,2,3").CombinedOutput(); err != nil {
-		t.Fatalf("coupongen: %v\n%s", err, out)
-	}
-	hostPathPV(t, cs, "preflight-data", data, "e2e-preflight", ns, release+"-coupon-producer-data", corev1.ReadWriteMany)
-	repo, tag := producerRepo, producerTag
+	data := generate(t, 2000, "1,2,3")
+	chartVolume(t, c, ns, release, data, corev1.ReadWriteMany)
 	h := newHelm(t, c)
 	// The CronJobs are suspended: only the hook runs here.
-	h.must("install", release, chartDir, "-n", ns,
-		"--set", "image.repository="+repo, "--set", "image.tag="+tag, "--set", "image.pullPolicy=Never",
-		"--set", "kafka.brokers={"+strings.Join(brokers, ",")+"}",
-		"--set", "data.persistence.storageClass=e2e-preflight",
-		"--set", "cronJob.suspend=true")
+	h.installSuspended(release, ns, producerRepo, producerTag, brokers)
 	hook := release + "-coupon-producer-preflight"
 
 	t.Run("every file there and gzip: helm test passes", func(t *testing.T) {

@@ -282,6 +282,17 @@ func adminClient(t *testing.T, c *cluster.Cluster) kubernetes.Interface {
 	return cs
 }
 
+// needNode is what a test that runs the image on the real node against the
+// test broker starts with: the cluster, its admin client and the broker's
+// addresses; it skips as needCluster, kafkaBrokers and needImage do.
+func needNode(t *testing.T) (*cluster.Cluster, kubernetes.Interface, []string) {
+	t.Helper()
+	c := needCluster(t)
+	brokers := kafkaBrokers(t)
+	needImage(t)
+	return c, adminClient(t, c), brokers
+}
+
 // restrictedPSS are the labels of a namespace that enforces the restricted
 // Pod Security level, as the chart's users run it.
 var restrictedPSS = map[string]string{

@@ -42,8 +42,7 @@ import (
 // image, kafka or data).
 func installChart(t *testing.T, c *cluster.Cluster, ns, rel, data, values string) *helmCLI {
 	t.Helper()
-	namespace(t, c, ns, restrictedPSS)
-	hostPathPV(t, adminClient(t, c), ns+"-data", data, "e2e-"+ns, ns, rel+"-coupon-producer-data", corev1.ReadOnlyMany)
+	chartVolume(t, c, ns, rel, data, corev1.ReadOnlyMany)
 	h := newHelm(t, c)
 	h.must("install", rel, chartDir, "-n", ns, "-f", valuesFile(t, ns, values))
 	return h

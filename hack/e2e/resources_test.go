@@ -31,10 +31,7 @@ import (
 // staleness alert reports. The same job with the chart's default
 // resources then completes, publishes every code and pushes its success.
 func TestMemoryLimit(t *testing.T) {
-	c := needCluster(t)
-	brokers := kafkaBrokers(t)
-	needImage(t)
-	cs := adminClient(t, c)
+	c, cs, brokers := needNode(t)
 	const ns, rel = "oom", "oom"
 	data := generate(t, 3000000, "1")
 	pg := startPushgateway(t)
@@ -140,10 +137,7 @@ jobs:
 // file's codes exactly, and the three ran at the same time; each pod's peak memory, read from its cgroup, goes
 // to the test log.
 func TestThreeJobsAtOnce(t *testing.T) {
-	c := needCluster(t)
-	brokers := kafkaBrokers(t)
-	needImage(t)
-	cs := adminClient(t, c)
+	c, cs, brokers := needNode(t)
 	const ns, rel = "three", "three"
 	data := generate(t, 10000000, "1,2,3")
 	run := fmt.Sprintf("e2e%d", time.Now().UnixNano())
@@ -213,10 +207,7 @@ func TestFullSizeFile(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the full-size file takes minutes")
 	}
-	c := needCluster(t)
-	brokers := kafkaBrokers(t)
-	needImage(t)
-	cs := adminClient(t, c)
+	c, cs, brokers := needNode(t)
 	const ns, rel, lines = "fullsize", "full", 100000000
 	data := fullSizeFile(t, lines)
 	topic := fmt.Sprintf("e2e%d-couponbase1.gz", time.Now().UnixNano())

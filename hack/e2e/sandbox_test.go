@@ -32,22 +32,13 @@ import (
 // The pod is the CronJob's own, given a schedule of next New Year's 03:00
 // instead of running once, so that it waits long enough to be inspected.
 func TestProducerSandbox(t *testing.T) {
-	c := needCluster(t)
-	needImage(t)
-	brokers := kafkaBrokers(t)
-	cs := adminClient(t, c)
+	c, cs, brokers := needNode(t)
 	ctx := context.Background()
 	const ns, release = "sandbox", "sandbox"
-	namespace(t, c, ns, restrictedPSS)
+	chartVolume(t, c, ns, release, t.TempDir(), corev1.ReadWriteMany)
 	kafkaSecrets(t, cs, ns, "not-printed")
-	data := t.TempDir()
-	hostPathPV(t, cs, "sandbox-data", data, "e2e-sandbox", ns, release+"-coupon-producer-data", corev1.ReadWriteMany)
 	h := newHelm(t, c)
-	h.must("install", release, chartDir, "-n", ns, "-f", chartDir+"/ci/sasl-tls-values.yaml",
-		"--set", "image.repository="+producerRepo, "--set", "image.tag="+producerTag, "--set", "image.pullPolicy=Never",
-		"--set", "kafka.brokers={"+strings.Join(brokers, ",")+"}",
-		"--set", "data.persistence.storageClass=e2e-sandbox",
-		"--set", "cronJob.suspend=true")
+	h.installSuspended(release, ns, producerRepo, producerTag, brokers, "-f", chartDir+"/ci/sasl-tls-values.yaml")
 	defer h.must("uninstall", release, "-n", ns, "--wait", "--timeout", "60s")
 
 	cj, err := cs.BatchV1().CronJobs(ns).Get(ctx, release+"-coupon-producer-couponbase1", metav1.GetOptions{})

@@ -12,8 +12,6 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -34,11 +32,11 @@ import (
 func TestChartSecretsMounted(t *testing.T) {
 	c := needCluster(t)
 	needImage(t)
-	coupongen := buildCoupongen(t)
 	cs := adminClient(t, c)
 	ctx := context.Background()
 	const ns, release, password = "secrets", "sec", "Scram-pa55-from-a-Secret"
-	namespace(t, c, ns, restrictedPSS)
+	data := generate(t, 1000, "1")
+	chartVolume(t, c, ns, release, data, corev1.ReadWriteMany)
 
 	pki := kafkaSecrets(t, cs, ns, password)
 
@@ -73,21 +71,9 @@ func TestChartSecretsMounted(t *testing.T) {
 		}
 	}()
 
-	data := t.TempDir()
-	if err := os.Chmod(data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(coupongen, "-dir", data, "-lines", "1000", "-files", "1").CombinedOutput(); err != nil {
-		t.Fatalf("coupongen: %v\n%s", err, out)
-	}
-	hostPathPV(t, cs, "secrets-data", data, "e2e-secrets", ns, release+"-coupon-producer-data", corev1.ReadWriteMany)
 	h := newHelm(t, c)
-	h.must("install", release, chartDir, "-n", ns, "-f", chartDir+"/ci/sasl-tls-values.yaml",
-		"--set", "image.repository="+producerRepo, "--set", "image.tag="+producerTag, "--set", "image.pullPolicy=Never",
-		"--set", "kafka.brokers={"+ln.Addr().String()+"}",
-		"--set", "producer.connectTimeout=3s",
-		"--set", "data.persistence.storageClass=e2e-secrets",
-		"--set", "cronJob.suspend=true")
+	h.installSuspended(release, ns, producerRepo, producerTag, []string{ln.Addr().String()},
+		"-f", chartDir+"/ci/sasl-tls-values.yaml", "--set", "producer.connectTimeout=3s")
 	defer h.must("uninstall", release, "-n", ns, "--wait", "--timeout", "60s")
 	// The bare pods below hold the chart's claim: they go before it.
 	defer func() {
