@@ -42,6 +42,11 @@ var composeOneOff = []string{"--schedule="}
 // logs -f` on a laptop. Every other effective setting must be the same.
 var deliberateDifferences = []string{"progress-interval"}
 
+// identityKeys say who runs, for the ledger: the chart sets them from the
+// downward API (the Job, the pod, its namespace); a compose service has no
+// such names and leaves them empty. They are compared apart.
+var identityKeys = []string{"job-name", "pod-name", "pod-namespace"}
+
 // Compose parity: a compose producer service, loaded with compose-go (the
 // loader of the docker compose CLI, so interpolation, merge keys and path
 // resolution are the CLI's), run as `docker compose run --rm couponbase1
@@ -144,7 +149,12 @@ func TestComposeParity(t *testing.T) {
 		if cf, hf := firstLine(out), firstLine(logs); cf != hf || !strings.HasPrefix(cf, "# config file: ") {
 			t.Errorf("config file: compose %q, chart %q", cf, hf)
 		}
-		if d := configDiff(composeConfig, chartConfig, deliberateDifferences); d != "" {
+		for key, want := range map[string]string{"job-name": "print-config", "pod-name": pods[0].Name, "pod-namespace": chartNS} {
+			if composeConfig[key] != "" || chartConfig[key] != want {
+				t.Errorf("%s: compose %q, chart %q; want empty in compose and %q from the chart's downward API", key, composeConfig[key], chartConfig[key], want)
+			}
+		}
+		if d := configDiff(composeConfig, chartConfig, append(slices.Clone(deliberateDifferences), identityKeys...)); d != "" {
 			t.Errorf("compose service couponbase1 and CronJob %s differ in their effective configuration:\n%s", cj, d)
 		}
 		if composeConfig["file"] != file || chartConfig["file"] != file {
