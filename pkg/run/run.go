@@ -80,7 +80,7 @@ type Options struct {
 
 // Resumer is a Sink that can leave out, partition by partition, the codes
 // an earlier run delivered beyond its acknowledged prefix, as the engine's
-// stream does (package publish/batch).
+// stream does (package producer).
 type Resumer interface {
 	// Resume, before the first Write, makes the sink drop the codes of
 	// each partition p whose index among the codes written is below
